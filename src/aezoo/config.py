@@ -1,0 +1,211 @@
+"""Frozen, validated configs: TrainConfig and DataConfig here, each model's config beside its model.
+
+Every config is a frozen dataclass whose fields carry their help text and allowed range. The same
+validation serves JSON files, the CLI and the Python API, so a mistyped or out-of-range value is an
+error naming the field wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from aezoo.errors import UsageError
+
+C = TypeVar("C")
+
+
+def option(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+           positive: bool = False, cli: bool = True) -> Any:
+    """A config field with its help text and range; `positive` means > 0, `low`/`high` inclusive."""
+    meta = {"help": help, "low": low, "high": high, "positive": positive, "cli": cli}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple for sequence defaults")
+    return field(default=default, metadata=meta)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is tuple:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Check `value` against the annotation `tp`; return it in canonical form (lists → tuples)."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in get_args(tp):
+            return None
+        for arg in get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, arg, value)
+            except UsageError:
+                pass
+        raise UsageError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise UsageError(f"{name}: expected one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+        item = get_args(tp)[0]
+        return tuple(_coerce(name, item, v) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{name}: expected a number, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise UsageError(f"{name}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UsageError(f"{name}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for {name}")
+
+
+def _check_range(name: str, meta: Mapping[str, Any], value: Any) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if meta.get("positive") and not v > 0:
+            raise UsageError(f"{name}: must be > 0, got {v!r}")
+        if meta.get("low") is not None and v < meta["low"]:
+            raise UsageError(f"{name}: must be >= {meta['low']}, got {v!r}")
+        if meta.get("high") is not None and v > meta["high"]:
+            raise UsageError(f"{name}: must be <= {meta['high']}, got {v!r}")
+
+
+def validate(config: Any) -> None:
+    """Type- and range-check every field of a config dataclass (called from __post_init__)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = _coerce(f.name, hints[f.name], getattr(config, f.name))
+        _check_range(f.name, f.metadata, value)
+        object.__setattr__(config, f.name, value)
+
+
+def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
+    """Build config `cls` from a mapping; unknown fields are errors that name the field."""
+    if not isinstance(data, Mapping):
+        raise UsageError(f"{where or cls.__name__}: expected a JSON object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        prefix = f"{where}: " if where else ""
+        raise UsageError(f"{prefix}unknown field {unknown[0]!r} for {cls.__name__} "
+                         f"(known: {', '.join(sorted(known))})")
+    try:
+        return cls(**data)
+    except UsageError as err:
+        raise UsageError(f"{where}.{err}" if where else str(err)) from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def cli_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of a config that the command line exposes as --options."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to train and test on, and how each batch is prepared."""
+
+    dataset: str = option("mnist", "data set name (mnist, fashion-mnist, kmnist) or a .npz/.npy path")
+    data_dir: str | None = option(None, "folder holding the data set's files (else $AEZOO_DATA, "
+                                  "the repository's data/, ~/.cache/aezoo, then download)")
+    train_subset: int | None = option(None, "train on a stratified, seeded subset of N images",
+                                      positive=True)
+    test_subset: int | None = option(None, "test on a stratified, seeded subset of N images",
+                                     positive=True)
+    binarize: Literal["none", "dynamic", "static"] = option(
+        "none", "binarise pixels: dynamic (resampled every batch; test binarised once, fixed seed) "
+        "or static (once, fixed seed)")
+    noise: str | None = option(None, "corrupt the encoder's input (denoising): gaussian:STD, "
+                               "mask:P or saltpepper:P; the loss compares with the clean image")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.noise is not None:
+            from aezoo.data.batches import parse_corruption
+
+            parse_corruption(self.noise)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the model is optimised; together with DataConfig and the model's config, a whole run."""
+
+    epochs: int = option(10, "passes over the training set", positive=True)
+    batch_size: int = option(128, "images per optimisation step", positive=True)
+    lr: float = option(1e-3, "Adam learning rate", positive=True)
+    lr_schedule: Literal["constant", "cosine"] = option(
+        "cosine", "learning-rate schedule over all steps: constant, or cosine decay to lr/100")
+    weight_decay: float = option(0.0, "AdamW decoupled weight decay", low=0.0)
+    clip_grad: float | None = option(None, "clip the gradient's global L2 norm to this value",
+                                     positive=True)
+    kl_warmup: int = option(0, "KL weight rises linearly 0→β over this many epochs", low=0)
+    kl_cycles: int = option(0, "cyclical KL annealing: this many 0→β ramps over training (Fu et "
+                            "al. 2019)", low=0)
+    seed: int = option(0, "seed for weights, data order, noise and sampling", low=0)
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    eval_batch_size: int = option(1000, "images per evaluation batch", positive=True, cli=False)
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise UsageError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.kl_warmup and self.kl_cycles:
+            raise UsageError("kl_warmup and kl_cycles are alternatives: set one of them")
+
+    def kl_weight(self, epoch: int, step_in_epoch: float = 0.0) -> float:
+        """The factor (0..1) on β for this point in training; `epoch` counts from 0.
+
+        Warm-up: min(1, t / E) with t = epoch + fraction of the epoch done (linear 0→β over E
+        epochs). Cycles (Fu et al. 2019): training is split into C cycles; within each the weight
+        rises linearly over the first half and stays at 1 for the second.
+        """
+        t = epoch + step_in_epoch
+        if self.kl_warmup:
+            return min(1.0, t / self.kl_warmup)
+        if self.kl_cycles:
+            period = self.epochs / self.kl_cycles
+            phase = (t % period) / period
+            return min(1.0, 2.0 * phase)
+        return 1.0
+
+
+def load_json(path: Path) -> Any:
+    """Read a JSON file, turning every way it can fail into a UsageError naming the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{path}: not a readable JSON file ({err})") from None

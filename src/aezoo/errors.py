@@ -1,0 +1,9 @@
+"""The one exception a user's mistake raises; the CLI turns it into one line and exit code 2."""
+
+
+class UsageError(ValueError):
+    """A mistake in what the user asked for or handed over (not a bug in aezoo)."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became non-finite); the last good checkpoint is kept."""

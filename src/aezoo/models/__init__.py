@@ -1,0 +1,79 @@
+"""The model registry: the one place where a model's name maps to its class and preset config.
+
+Every model is an nn.Module with `encode(x, y=None)`, `decode_logits(z, y=None)`,
+`decode(z, y=None)` (pixel values), `forward(x, y=None)` (the reconstruction) and
+`loss(x, y=None, x_in=None) -> Terms`; generative models add `sample(n, y=None, generator=None)`.
+Conditional models set `num_classes > 0`. Nothing else about a model is assumed anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from aezoo.config import from_dict
+from aezoo.errors import UsageError
+from aezoo.models.ae import AE, AEConfig
+from aezoo.models.terms import Terms
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A registered name: a model class, its config class and the options that make it this one."""
+
+    model: type[nn.Module]
+    config: type
+    summary: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def make_config(self, **overrides: Any) -> Any:
+        """The preset's config with `overrides`; options the config lacks are errors naming them."""
+        known = {f.name for f in dataclasses.fields(self.config)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise UsageError(f"option {unknown[0]!r} does not apply to this model "
+                             f"({self.config.__name__} has: {', '.join(sorted(known))})")
+        return from_dict(self.config, {**self.options, **overrides})
+
+
+MODELS: dict[str, Preset] = {
+    "dense-ae": Preset(AE, AEConfig, "MLP autoencoder 784-256-128-32 (the classic vanilla AE)",
+                       {"arch": "dense", "latent_dim": 32}),
+    "conv-ae": Preset(AE, AEConfig, "strided-conv encoder 28→14→7→4 + BatchNorm, 128-d linear "
+                      "bottleneck, transposed-conv decoder", {"arch": "conv", "latent_dim": 128}),
+    "upsample-ae": Preset(AE, AEConfig, "conv-ae's encoder; decoder of bilinear upsampling + "
+                          "convolutions", {"arch": "upsample", "latent_dim": 128}),
+}
+
+
+def preset(name: str) -> Preset:
+    """The registered preset called `name`, or an error listing the known names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise UsageError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+
+
+def build(name: str, **options: Any) -> nn.Module:
+    """A fresh model from the registry, e.g. build("dense-ae", latent_dim=16)."""
+    p = preset(name)
+    return p.model(p.make_config(**options))
+
+
+def build_from_config(name: str, config: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a model from the `model_config` saved in a run's config.json."""
+    p = preset(name)
+    return p.model(from_dict(p.config, config, where="model_config"))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["MODELS", "AE", "AEConfig", "Preset", "Terms", "build", "build_from_config",
+           "count_parameters", "preset"]

@@ -1,0 +1,56 @@
+"""What every model's `loss` returns, and the input checks every model shares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from torch import Tensor
+
+from aezoo.errors import UsageError
+
+
+class Terms(dict[str, Tensor]):
+    """Named scalar loss terms (per-image means, nats for likelihoods) and their weights.
+
+    `total` = Σ_k weight_k · term_k over the weighted terms; a term without a weight is a
+    diagnostic (reported, not optimised). A schedule rescales a weight with `reweight`.
+    """
+
+    def __init__(self, terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
+        super().__init__(terms)
+        missing = set(weights) - set(terms)
+        if missing:
+            raise KeyError(f"weights for missing terms: {sorted(missing)}")
+        self.weights = dict(weights)
+
+    @property
+    def total(self) -> Tensor:
+        parts = [self[k] * w for k, w in self.weights.items()]
+        return sum(parts[1:], parts[0])
+
+    def reweight(self, name: str, factor: float) -> Terms:
+        """A copy with `name`'s weight multiplied by `factor` (no-op if the model has no such term)."""
+        weights = dict(self.weights)
+        if name in weights:
+            weights[name] *= factor
+        return Terms(self, weights)
+
+
+def check_images(x: Tensor, image_shape: Sequence[int]) -> None:
+    """Reject input that is not a float batch of the model's (C, H, W), saying what came."""
+    if not isinstance(x, Tensor):
+        raise UsageError(f"expected a torch.Tensor of images, got {type(x).__name__}")
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(image_shape):
+        raise UsageError(f"expected images of shape (B, {', '.join(map(str, image_shape))}), "
+                         f"got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise UsageError(f"expected float pixel values in [0, 1], got dtype {x.dtype}")
+
+
+def check_latent(z: Tensor, latent_shape: Sequence[int]) -> None:
+    """Reject latents of the wrong width before they reach a matrix-multiply traceback."""
+    if not isinstance(z, Tensor) or z.dim() != 1 + len(latent_shape) or \
+            tuple(z.shape[1:]) != tuple(latent_shape):
+        got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+        raise UsageError(f"expected latents of shape (B, {', '.join(map(str, latent_shape))}), "
+                         f"got {got}")
