@@ -178,7 +178,9 @@ def _from_arrays(images: ArrayLike, labels: ArrayLike | None, name: str) -> Data
 def _numpy(array: ArrayLike) -> np.ndarray:
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu()
-        return (array.float() if array.is_floating_point() else array).numpy()
+        if array.dtype == torch.bfloat16:
+            array = array.float()  # numpy has no bfloat16
+        return array.numpy()
     return np.asarray(array)
 
 

@@ -32,9 +32,9 @@ class Corruption:
     amount: float
 
     def __post_init__(self) -> None:
-        kind_ok = self.kind in get_args(CorruptionKind)
         high = math.inf if self.kind == "gaussian" else 1.0
-        if not kind_ok or not 0.0 <= self.amount <= high:  # also refuses NaN
+        known = self.kind in get_args(CorruptionKind)
+        if not (known and math.isfinite(self.amount) and 0.0 <= self.amount <= high):
             raise UsageError(f"noise {self.kind}:{self.amount}: expected {CORRUPTION_FORMS}")
 
     def __str__(self) -> str:
@@ -56,12 +56,9 @@ def parse_corruption(spec: str) -> Corruption:
     """'gaussian:0.3', 'mask:0.5' or 'saltpepper:0.1' → Corruption."""
     kind, _, amount = spec.partition(":")
     try:
-        value = float(amount)
-    except ValueError:
+        return Corruption(kind, float(amount))  # type: ignore[arg-type]  # checked there
+    except ValueError:  # a bad number, or Corruption's own UsageError (also a ValueError)
         raise UsageError(f"noise {spec!r}: expected {CORRUPTION_FORMS}") from None
-    if kind not in get_args(CorruptionKind) or not 0.0 <= value < math.inf:
-        raise UsageError(f"noise {spec!r}: expected {CORRUPTION_FORMS}")
-    return Corruption(kind, value)  # type: ignore[arg-type]  # kind checked above
 
 
 @dataclass(frozen=True)
@@ -140,7 +137,8 @@ def _place(dataset: Dataset, device: torch.device) -> tuple[Tensor, Tensor | Non
     try:
         moved = dataset.to(device)
     except torch.cuda.OutOfMemoryError:
-        # Too big for the accelerator: keep it in pinned host memory and copy each batch over.
+        # Too big for the accelerator: keep it in host memory (pinned, for faster copies) and
+        # copy each batch over.
         moved = dataset.to("cpu")
         labels = None if moved.labels is None else moved.labels.pin_memory()
         return moved.images.pin_memory(), labels

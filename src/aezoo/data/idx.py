@@ -63,7 +63,9 @@ def parse_idx(data: bytes, source: str | os.PathLike) -> np.ndarray:
             f"(expected one of {', '.join(f'0x{c:02x}' for c in DTYPES)})"
         )
     header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
+    if ndim == 0:
+        raise UsageError(f"{source}: IDX header declares no dimensions")
+    if len(data) < header:
         raise UsageError(
             f"{source}: IDX header too short for {ndim} dimensions ({len(data)} bytes in all)"
         )

@@ -39,7 +39,7 @@ class Source:
     def checksums(self, stem: str) -> tuple[str | None, str | None]:
         """(MD5 of the .gz, SHA-256 of the decompressed file) for file `stem`; None if unknown."""
         i = FILE_NAMES.index(stem)
-        return self.md5[i], self.sha256[i] if self.sha256 else None
+        return self.md5[i], (self.sha256[i] if self.sha256 else None)
 
 
 SOURCES = {
