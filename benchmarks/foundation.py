@@ -2,7 +2,7 @@
 
 Each case trains through the public API into benchmarks/results/runs/ and records its test MSE
 next to the target. `--recipe classic` reruns the tutorial recipe (Adam 1e-3, constant learning
-rate) for contrast; the default recipe is each preset's own (`aezoo list --recipes`).
+rate) for contrast; the default recipe is each preset's own training defaults (the registry).
 
     python benchmarks/foundation.py                    # aezoo's defaults, all four cases
     python benchmarks/foundation.py --recipe classic   # the tutorial recipe
@@ -26,8 +26,12 @@ RESULTS = Path(__file__).parent / "results"
 # name → (model, options, target test MSE, what the MSE compares)
 CASES = {
     "dense-ae": ("dense-ae", {}, 0.0080, "reconstruction vs clean"),
-    "denoising-dense-ae": ("dense-ae", {"dropout": 0.2, "noise": "gaussian:0.3"}, 0.0125,
-                           "reconstruction of noisy test images vs the clean ones"),
+    "denoising-dense-ae": (
+        "dense-ae",
+        {"dropout": 0.2, "noise": "gaussian:0.3"},
+        0.0125,
+        "reconstruction of noisy test images vs the clean ones",
+    ),
     "conv-ae": ("conv-ae", {}, 0.0011, "reconstruction vs clean"),
     "upsample-ae": ("upsample-ae", {}, 0.0025, "reconstruction vs clean"),
 }
@@ -50,28 +54,64 @@ def main() -> None:
         options = {**options, **(CLASSIC if args.recipe == "classic" else {})}
         out = RESULTS / "runs" / f"{case}-{args.recipe}"
         shutil.rmtree(out, ignore_errors=True)
-        run = aezoo.train(model, out=out, epochs=args.epochs, batch_size=128, quiet=True,
-                          train_subset=args.train_subset, seed=0, **options)
+        run = aezoo.train(
+            model,
+            out=out,
+            epochs=args.epochs,
+            batch_size=128,
+            quiet=True,
+            train_subset=args.train_subset,
+            seed=0,
+            **options,
+        )
         s = run.summary
-        rows.append({"case": case, "model": model, "recipe": args.recipe, "options": options,
-                     "epochs": args.epochs, "train_images": args.train_subset or 60000,
-                     "test_mse": s["test_mse"], "target": target, "meets_target":
-                     s["test_mse"] <= target, "compares": compares,
-                     "train_seconds": s["train_seconds"], "params": s["params"]})
-        print(f"{case:<20} {args.recipe:<8} test_mse {s['test_mse']:.5f} (target <= {target})"
-              f"  {s['train_seconds']:.0f}s", flush=True)
-    meta = {"machine": platform.processor() or platform.machine(), "threads":
-            torch.get_num_threads(), "torch": torch.__version__, "aezoo": aezoo.__version__}
+        rows.append(
+            {
+                "case": case,
+                "model": model,
+                "recipe": args.recipe,
+                "options": options,
+                "epochs": args.epochs,
+                "train_images": args.train_subset or 60000,
+                "test_mse": s["test_mse"],
+                "target": target,
+                "meets_target": s["test_mse"] <= target,
+                "compares": compares,
+                "train_seconds": s["train_seconds"],
+                "params": s["params"],
+            }
+        )
+        print(
+            f"{case:<20} {args.recipe:<8} test_mse {s['test_mse']:.5f} (target <= {target})"
+            f"  {s['train_seconds']:.0f}s",
+            flush=True,
+        )
+    meta = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "aezoo": aezoo.__version__,
+    }
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"foundation-{args.recipe}"
-    previous = json.loads(stem.with_suffix(".json").read_text())["rows"] \
-        if stem.with_suffix(".json").exists() else []
+    previous = (
+        json.loads(stem.with_suffix(".json").read_text())["rows"]
+        if stem.with_suffix(".json").exists()
+        else []
+    )
     merged = {r["case"]: r for r in previous} | {r["case"]: r for r in rows}
-    stem.with_suffix(".json").write_text(json.dumps({**meta, "rows": list(merged.values())},
-                                                    indent=2) + "\n")
-    lines = ["| case | recipe | epochs | test MSE | target | train s |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['case']} | {r['recipe']} | {r['epochs']} | {r['test_mse']:.5f} | "
-              f"<= {r['target']} | {r['train_seconds']:.0f} |" for r in merged.values()]
+    stem.with_suffix(".json").write_text(
+        json.dumps({**meta, "rows": list(merged.values())}, indent=2) + "\n"
+    )
+    lines = [
+        "| case | recipe | epochs | test MSE | target | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['case']} | {r['recipe']} | {r['epochs']} | {r['test_mse']:.5f} | "
+        f"<= {r['target']} | {r['train_seconds']:.0f} |"
+        for r in merged.values()
+    ]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -2,16 +2,27 @@
 
 __version__ = "0.1.0"
 
-from aezoo.checkpoint import Run, load  # noqa: E402
-from aezoo.config import DataConfig, TrainConfig  # noqa: E402
-from aezoo.data import Dataset, load_dataset  # noqa: E402
-from aezoo.errors import TrainingError, UsageError  # noqa: E402
-from aezoo.evaluate import evaluate  # noqa: E402
-from aezoo.models import MODELS, build  # noqa: E402
-from aezoo.train import train  # noqa: E402
+from aezoo.checkpoint import Run, load
+from aezoo.config import DataConfig, TrainConfig
+from aezoo.data import Dataset, load_dataset
+from aezoo.errors import TrainingError, UsageError
+from aezoo.evaluate import evaluate
+from aezoo.models import MODELS, build
+from aezoo.train import train
+
+
+def __getattr__(name: str) -> object:
+    # AnomalyDetector is imported on first use: scikit-learn would add a second to every start.
+    if name == "AnomalyDetector":
+        from aezoo.anomaly import AnomalyDetector
+
+        return AnomalyDetector
+    raise AttributeError(f"module 'aezoo' has no attribute {name!r}")
+
 
 __all__ = [
     "MODELS",
+    "AnomalyDetector",
     "DataConfig",
     "Dataset",
     "Run",

@@ -69,9 +69,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
     except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as err:
-        raise UsageError(f"{path}: not a safetensors file ({err}); aezoo loads nothing else") from None
+        raise UsageError(
+            f"{path}: not a safetensors file ({err}); aezoo loads nothing else"
+        ) from None
     return tensors, metadata
 
 
@@ -89,11 +91,15 @@ def _load_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: P
     expected = model.state_dict()
     for name, t in expected.items():
         if name not in tensors:
-            raise UsageError(f"{source}: tensor {name!r} is missing (the weights do not match "
-                             "the model in config.json)")
+            raise UsageError(
+                f"{source}: tensor {name!r} is missing (the weights do not match "
+                "the model in config.json)"
+            )
         if tuple(tensors[name].shape) != tuple(t.shape):
-            raise UsageError(f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
-                             f"the model expects {tuple(t.shape)}")
+            raise UsageError(
+                f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                f"the model expects {tuple(t.shape)}"
+            )
     extra = sorted(set(tensors) - set(expected))
     if extra:
         raise UsageError(f"{source}: unexpected tensor {extra[0]!r} (not part of this model)")
@@ -106,8 +112,13 @@ def load_weights(model: nn.Module, path: Path) -> None:
     _load_state(model, tensors, path)
 
 
-def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    epoch: int, state: Mapping[str, Any]) -> None:
+def save_checkpoint(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    state: Mapping[str, Any],
+) -> None:
     """Weights, optimizer state and training state after `epoch` completed epochs, in one file."""
     opt = optimizer.state_dict()
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -118,13 +129,18 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
                 tensors[f"optim.{idx}.{slot}"] = value
             else:
                 scalars.setdefault(str(idx), {})[slot] = value
-    metadata = {"epoch": str(epoch), "state": json.dumps(dict(state)),
-                "param_groups": json.dumps(opt["param_groups"]), "optim_scalars": json.dumps(scalars)}
+    metadata = {
+        "epoch": str(epoch),
+        "state": json.dumps(dict(state)),
+        "param_groups": json.dumps(opt["param_groups"]),
+        "optim_scalars": json.dumps(scalars),
+    }
     atomic_write(Path(run_dir) / CHECKPOINT, st_save(_contiguous(tensors), metadata=metadata))
 
 
-def load_checkpoint(run_dir: Path, model: nn.Module,
-                    optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, Any]]:
+def load_checkpoint(
+    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, dict[str, Any]]:
     """Restore what save_checkpoint wrote; returns (completed epochs, training state)."""
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
@@ -145,6 +161,11 @@ def load_checkpoint(run_dir: Path, model: nn.Module,
             opt_state.setdefault(int(idx), {})[slot] = value
     for idx, slots in scalars.items():
         opt_state.setdefault(int(idx), {}).update(slots)
+    # JSON turned tuples (Adam's betas) into lists; give them back as the optimizer made them.
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+        for g in groups
+    ]
     try:
         optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     except (ValueError, KeyError) as err:
@@ -164,8 +185,13 @@ class RunSpec:
     def to_json(self) -> dict[str, Any]:
         from aezoo import __version__
 
-        return {"aezoo": __version__, "model": self.model, "model_config": to_dict(self.model_config),
-                "train": to_dict(self.train), "data": to_dict(self.data)}
+        return {
+            "aezoo": __version__,
+            "model": self.model,
+            "model_config": to_dict(self.model_config),
+            "train": to_dict(self.train),
+            "data": to_dict(self.data),
+        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], where: str = "config.json") -> RunSpec:
@@ -177,11 +203,12 @@ class RunSpec:
         if not isinstance(obj.get("model"), str):
             raise UsageError(f"{where}: field 'model' must name a registered model")
         p = preset(obj["model"])
-        return cls(model=obj["model"],
-                   model_config=from_dict(p.config, obj.get("model_config", {}), "model_config"),
-                   train=from_dict(TrainConfig, obj.get("train", {}), "train"),
-                   data=from_dict(DataConfig, obj.get("data", {}), "data"))
-
+        return cls(
+            model=obj["model"],
+            model_config=from_dict(p.config, obj.get("model_config", {}), "model_config"),
+            train=from_dict(TrainConfig, obj.get("train", {}), "train"),
+            data=from_dict(DataConfig, obj.get("data", {}), "data"),
+        )
 
 
 @dataclass
@@ -206,8 +233,11 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         load_weights(model, run_dir / WEIGHTS)
     elif (run_dir / CHECKPOINT).exists():
         tensors, _ = _read_safetensors(run_dir / CHECKPOINT)
-        _load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
-                    run_dir / CHECKPOINT)
+        _load_state(
+            model,
+            {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+            run_dir / CHECKPOINT,
+        )
     else:
         raise UsageError(f"{run_dir}: no weights ({WEIGHTS} or {CHECKPOINT})")
     summary = load_json(run_dir / SUMMARY) if (run_dir / SUMMARY).exists() else {}

@@ -21,8 +21,15 @@ from aezoo.errors import UsageError
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-           positive: bool = False, cli: bool = True) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    positive: bool = False,
+    cli: bool = True,
+) -> Any:
     """A config field with its help text and range; `positive` means > 0, `low`/`high` inclusive."""
     meta = {"help": help, "low": low, "high": high, "positive": positive, "cli": cli}
     if isinstance(default, (list, dict, set)):
@@ -110,13 +117,16 @@ def validate(config: Any) -> None:
 def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
     """Build config `cls` from a mapping; unknown fields are errors that name the field."""
     if not isinstance(data, Mapping):
-        raise UsageError(f"{where or cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        got = type(data).__name__
+        raise UsageError(f"{where or cls.__name__}: expected a JSON object, got {got}")
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - known)
     if unknown:
         prefix = f"{where}: " if where else ""
-        raise UsageError(f"{prefix}unknown field {unknown[0]!r} for {cls.__name__} "
-                         f"(known: {', '.join(sorted(known))})")
+        raise UsageError(
+            f"{prefix}unknown field {unknown[0]!r} for {cls.__name__} "
+            f"(known: {', '.join(sorted(known))})"
+        )
     try:
         return cls(**data)
     except UsageError as err:
@@ -137,18 +147,30 @@ def cli_fields(cls: type) -> list[dataclasses.Field]:
 class DataConfig:
     """Which images to train and test on, and how each batch is prepared."""
 
-    dataset: str = option("mnist", "data set name (mnist, fashion-mnist, kmnist) or a .npz/.npy path")
-    data_dir: str | None = option(None, "folder holding the data set's files (else $AEZOO_DATA, "
-                                  "the repository's data/, ~/.cache/aezoo, then download)")
-    train_subset: int | None = option(None, "train on a stratified, seeded subset of N images",
-                                      positive=True)
-    test_subset: int | None = option(None, "test on a stratified, seeded subset of N images",
-                                     positive=True)
+    dataset: str = option(
+        "mnist", "data set name (mnist, fashion-mnist, kmnist) or a .npz/.npy path"
+    )
+    data_dir: str | None = option(
+        None,
+        "folder holding the data set's files (else $AEZOO_DATA, "
+        "the repository's data/, ~/.cache/aezoo, then download)",
+    )
+    train_subset: int | None = option(
+        None, "train on a stratified, seeded subset of N images", positive=True
+    )
+    test_subset: int | None = option(
+        None, "test on a stratified, seeded subset of N images", positive=True
+    )
     binarize: Literal["none", "dynamic", "static"] = option(
-        "none", "binarise pixels: dynamic (resampled every batch; test binarised once, fixed seed) "
-        "or static (once, fixed seed)")
-    noise: str | None = option(None, "corrupt the encoder's input (denoising): gaussian:STD, "
-                               "mask:P or saltpepper:P; the loss compares with the clean image")
+        "none",
+        "binarise pixels: dynamic (resampled every batch; test binarised once, fixed seed) "
+        "or static (once, fixed seed)",
+    )
+    noise: str | None = option(
+        None,
+        "corrupt the encoder's input (denoising): gaussian:STD, "
+        "mask:P or saltpepper:P; the loss compares with the clean image",
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -166,13 +188,16 @@ class TrainConfig:
     batch_size: int = option(128, "images per optimisation step", positive=True)
     lr: float = option(1e-3, "Adam learning rate", positive=True)
     lr_schedule: Literal["constant", "cosine"] = option(
-        "cosine", "learning-rate schedule over all steps: constant, or cosine decay to lr/100")
+        "cosine", "learning-rate schedule over all steps: constant, or cosine decay to lr/100"
+    )
     weight_decay: float = option(0.0, "AdamW decoupled weight decay", low=0.0)
-    clip_grad: float | None = option(None, "clip the gradient's global L2 norm to this value",
-                                     positive=True)
+    clip_grad: float | None = option(
+        None, "clip the gradient's global L2 norm to this value", positive=True
+    )
     kl_warmup: int = option(0, "KL weight rises linearly 0→β over this many epochs", low=0)
-    kl_cycles: int = option(0, "cyclical KL annealing: this many 0→β ramps over training (Fu et "
-                            "al. 2019)", low=0)
+    kl_cycles: int = option(
+        0, "cyclical KL annealing: this many 0→β ramps over training (Fu et al. 2019)", low=0
+    )
     seed: int = option(0, "seed for weights, data order, noise and sampling", low=0)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     eval_batch_size: int = option(1000, "images per evaluation batch", positive=True, cli=False)
@@ -180,7 +205,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         validate(self)
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise UsageError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+            raise UsageError(
+                f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}"
+            )
         if self.kl_warmup and self.kl_cycles:
             raise UsageError("kl_warmup and kl_cycles are alternatives: set one of them")
 

@@ -7,3 +7,7 @@ class UsageError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became non-finite); the last good checkpoint is kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was stopped by the user (Ctrl-C); the message says how to resume."""

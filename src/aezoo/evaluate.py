@@ -3,12 +3,14 @@ deterministic reconstruction decode(encode(x)); models with more to say add `tes
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from aezoo.data.batches import Batches
+from aezoo.errors import UsageError
 from aezoo.losses import bernoulli_nll
 
 
@@ -46,3 +48,37 @@ def evaluate(model: nn.Module, batches: Batches, *, seed: int = 0) -> dict[str, 
             metrics.update(model.test_metrics(batches))
     model.train(was_training)
     return metrics
+
+
+@torch.inference_mode()
+def iwae_nll(
+    model: nn.Module, batches: Batches, samples: int = 1000, *, seed: int = 0, chunk: int = 20_000
+) -> float:
+    """Test negative log-likelihood in nats per image, −log p̂(x) with the importance-weighted
+    bound over `samples` posterior samples (Burda et al. 2015): log p̂(x) = log (1/K) Σ_k w_k.
+
+    Needs a model with `log_importance_weights(x, y, samples, generator) -> (K, B)`. Samples are
+    drawn in chunks of about `chunk` decoded images, so memory does not grow with K.
+    """
+    if not hasattr(model, "log_importance_weights"):
+        raise UsageError("the importance-weighted NLL needs a model with a posterior (a VAE)")
+    if samples < 1:
+        raise UsageError(f"nll samples: expected a positive number, got {samples}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    total, count = 0.0, 0
+    for batch in batches.epoch(0):
+        n = batch.x.shape[0]
+        per_chunk = max(1, chunk // n)
+        parts = []  # log Σ_k w_k over each chunk of samples, (B,) each
+        for start in range(0, samples, per_chunk):
+            k = min(per_chunk, samples - start)
+            log_w = model.log_importance_weights(batch.x, batch.y, k, generator)  # (k, B)
+            parts.append(torch.logsumexp(log_w.double(), dim=0))
+        log_px = torch.logsumexp(torch.stack(parts), dim=0) - math.log(samples)  # (B,)
+        total -= float(log_px.sum())
+        count += n
+    model.train(was_training)
+    return total / count

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from aezoo.checkpoint import atomic_write
@@ -26,13 +27,19 @@ def as_images(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(a, 0.0, 1.0)
 
 
-def image_rows(rows: Sequence[torch.Tensor | np.ndarray], labels: Sequence[str] = (),
-               title: str | None = None, cell: float = 0.9) -> Figure:
+def image_rows(
+    rows: Sequence[torch.Tensor | np.ndarray],
+    labels: Sequence[str] = (),
+    title: str | None = None,
+    cell: float = 0.9,
+) -> Figure:
     """A grid with one row per entry of `rows` (each N images), labelled on the left."""
     rows = [as_images(r) for r in rows]
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig = Figure(figsize=(cell * n_cols + (1.2 if labels else 0.2), cell * n_rows + 0.5),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(cell * n_cols + (1.2 if labels else 0.2), cell * n_rows + 0.5),
+        layout="constrained",
+    )
     axes = np.atleast_2d(fig.subplots(n_rows, n_cols, squeeze=False))
     for r, images in enumerate(rows):
         for c in range(n_cols):
@@ -50,22 +57,130 @@ def image_rows(rows: Sequence[torch.Tensor | np.ndarray], labels: Sequence[str] 
     return fig
 
 
-def training_curves(records: Sequence[dict[str, Any]]) -> Figure:
-    """One panel per loss term: train and test value against epoch."""
-    terms = [k[len("train_"):] for k in records[0] if k.startswith("train_")] if records else []
-    fig = Figure(figsize=(4.0 * max(1, len(terms)), 3.2), layout="constrained")
-    axes = fig.subplots(1, max(1, len(terms)), squeeze=False)[0]
+def training_curves(records: Sequence[dict[str, Any]], columns: int = 3) -> Figure:
+    """One panel per loss term (train and test against epoch), then the test MSE and BCE; up to
+    `columns` panels to a row, so the text stays legible however many terms a model has."""
+    first = records[0] if records else {}
+    terms = [k[len("train_") :] for k in first if k.startswith("train_")]
+    terms += [t for t in ("mse", "bce") if f"test_{t}" in first and t not in terms]
+    n_cols = max(1, min(columns, len(terms)))
+    n_rows = max(1, -(-len(terms) // n_cols))
+    fig = Figure(figsize=(4.0 * n_cols, 3.0 * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     epochs = [r["epoch"] for r in records]
+    units = {
+        "recon": "nats per image",
+        "kl": "nats per image",
+        "elbo": "nats per image",
+        "loss": "nats per image",
+        "bce": "nats per image",
+        "mse": "per pixel",
+    }
+    for ax in axes[len(terms) :]:
+        ax.set_axis_off()
     for ax, term in zip(axes, terms, strict=False):
         for split, style in (("train", "-o"), ("test", "--s")):
             values = [r.get(f"{split}_{term}") for r in records]
             if any(v is not None for v in values):
-                ax.plot(epochs, values, style, label=split, markersize=3)
-        ax.set_title(term)
+                ax.plot(epochs, values, style, label=split, markersize=4)
+        ax.set_title(term if term not in ("mse", "bce") else f"test {term.upper()}")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("nats per image" if term in ("recon", "kl", "loss") else "value")
+        ax.set_ylabel(units.get(term, "value"))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
+    return fig
+
+
+def latent_scatter(
+    points: np.ndarray,
+    labels: np.ndarray | None = None,
+    title: str | None = None,
+    axis_name: str = "z",
+) -> Figure:
+    """Points (N, 2) coloured by integer label (10-colour map, with a legend) or plain."""
+    points = np.asarray(points, dtype=float)
+    fig = Figure(figsize=(5.4, 4.8), layout="constrained")
+    ax = fig.subplots()
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6)
+    else:
+        labels = np.asarray(labels)
+        for label in np.unique(labels):
+            chosen = points[labels == label]
+            ax.scatter(
+                chosen[:, 0],
+                chosen[:, 1],
+                s=3,
+                alpha=0.6,
+                label=str(label),
+                color=f"C{int(label) % 10}",
+            )
+        ax.legend(markerscale=4, fontsize=8, loc="best", frameon=False)
+    ax.set_xlabel(f"{axis_name}₁")
+    ax.set_ylabel(f"{axis_name}₂")
+    if title:
+        ax.set_title(title, fontsize=11)
+    return fig
+
+
+def code_usage_figure(counts: dict[str, torch.Tensor | np.ndarray]) -> Figure:
+    """One panel per entry: each code's share of the uses, codes sorted by use (a dead codebook
+    shows as a long flat tail at zero)."""
+    fig = Figure(figsize=(4.0 * len(counts), 3.0), layout="constrained")
+    axes = fig.subplots(1, len(counts), squeeze=False)[0]
+    for ax, (name, c) in zip(axes, counts.items(), strict=True):
+        c = np.sort(np.asarray(c, dtype=float))[::-1]
+        share = c / max(c.sum(), 1.0)
+        nz = share[share > 0]
+        ppl = float(np.exp(-(nz * np.log(nz)).sum())) if len(nz) else 0.0
+        ax.bar(np.arange(len(c)), share, width=1.0)
+        ax.set_title(f"{name}: {len(nz)}/{len(c)} used, perplexity {ppl:.0f}", fontsize=9)
+        ax.set_xlabel("code (sorted by use)")
+        ax.set_ylabel("share of uses")
+    return fig
+
+
+def roc_figure(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str | None = None
+) -> Figure:
+    """ROC curves, one per entry {name: (is_anomaly, anomaly_scores)}, AUROC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = Figure(figsize=(4.6, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for name, (is_anomaly, scores) in curves.items():
+        fpr, tpr, _ = roc_curve(is_anomaly, scores)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(is_anomaly, scores):.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", linewidth=1)
+    ax.set_xlabel("false positive rate (normal flagged)")
+    ax.set_ylabel("true positive rate (anomalies flagged)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=11)
+    return fig
+
+
+def score_histogram(
+    normal: np.ndarray,
+    anomalous: np.ndarray,
+    threshold: float | None = None,
+    xlabel: str = "anomaly score",
+    labels: tuple[str, str] = ("normal", "anomalous"),
+) -> Figure:
+    """Overlaid density histograms of the anomaly scores of two groups, and the threshold."""
+    normal, anomalous = np.asarray(normal, float), np.asarray(anomalous, float)
+    edges = np.histogram_bin_edges(np.concatenate([normal, anomalous]), bins=60)
+    fig = Figure(figsize=(5.4, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for values, label in ((normal, labels[0]), (anomalous, labels[1])):
+        ax.hist(values, bins=edges, density=True, alpha=0.55, label=f"{label} ({len(values)})")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
     return fig
 
 
@@ -86,16 +201,21 @@ def reconstruction_figure(model: nn.Module, batches: Any, n: int = 10) -> Figure
     y = batch.y[:n] if batch.y is not None else None
     recon = model.decode(model.encode(x_in, y), y)
     model.train(was_training)
-    if x_in is x:
+    if batch.x_in is batch.x:  # no corruption (the slices above are new tensors either way)
         return image_rows([x, recon], ["original", "reconstruction"])
     return image_rows([x, x_in, recon], ["original", "corrupted", "reconstruction"])
 
 
-def write_run_figures(run_dir: Path, model: nn.Module, test_batches: Any,
-                      records: Sequence[dict[str, Any]]) -> list[Path]:
+def write_run_figures(
+    run_dir: Path, model: nn.Module, test_batches: Any, records: Sequence[dict[str, Any]]
+) -> list[Path]:
     """The figures every run folder gets: reconstructions and training curves."""
     out = Path(run_dir) / "figures"
     paths = [out / "reconstructions.png", out / "training_curves.png"]
     save_figure(reconstruction_figure(model, test_batches), paths[0])
     save_figure(training_curves(records), paths[1])
+    if hasattr(model, "code_usage"):  # discrete codes: usage histogram and code-space crossfade
+        from aezoo.prior import write_code_figures
+
+        paths += write_code_figures(run_dir, model, test_batches)
     return paths

@@ -24,23 +24,30 @@ from aezoo.models.terms import Terms, check_images, check_latent
 @dataclass(frozen=True)
 class AEConfig:
     arch: Literal["dense", "conv", "upsample"] = option(
-        "dense", "dense (MLP), conv (strided convs + transposed convs) or upsample (strided convs + "
-        "bilinear upsampling and convs)")
-    image_shape: tuple[int, ...] = option((1, 28, 28), "(C, H, W) of the images", positive=True,
-                                          cli=False)
+        "dense",
+        "dense (MLP), conv (strided convs + transposed convs) or upsample (strided convs + "
+        "bilinear upsampling and convs)",
+    )
+    image_shape: tuple[int, ...] = option(
+        (1, 28, 28), "(C, H, W) of the images", positive=True, cli=False
+    )
     latent_dim: int = option(32, "width of the bottleneck z", positive=True)
     hidden: tuple[int, ...] = option((256, 128), "dense: hidden layer widths", positive=True)
-    channels: tuple[int, ...] = option((32, 64, 128), "conv/upsample: channels of each stride-2 "
-                                       "stage", positive=True)
+    channels: tuple[int, ...] = option(
+        (32, 64, 128), "conv/upsample: channels of each stride-2 stage", positive=True
+    )
     batchnorm: bool = option(True, "conv/upsample: BatchNorm after each convolution")
-    dropout: float = option(0.0, "dropout on the encoder's input (the classic denoising AE)",
-                            low=0.0, high=0.95)
+    dropout: float = option(
+        0.0, "dropout on the encoder's input (the classic denoising AE)", low=0.0, high=0.95
+    )
     loss: Literal["mse", "bce"] = option("mse", "reconstruction loss: mse or bce (Bernoulli NLL)")
 
     def __post_init__(self) -> None:
         validate(self)
         if len(self.image_shape) != 3:
             raise UsageError(f"image_shape: expected (C, H, W), got {self.image_shape}")
+        if self.arch != "dense" and not self.channels:
+            raise UsageError(f"channels: a {self.arch} AE needs at least one stage")
 
 
 class AE(nn.Module):
@@ -54,9 +61,12 @@ class AE(nn.Module):
         if config.arch == "dense":
             pixels = c * h * w
             self.encoder = nn.Sequential(
-                nn.Flatten(), mlp([pixels, *config.hidden, config.latent_dim], dropout=config.dropout))
+                nn.Flatten(),
+                mlp([pixels, *config.hidden, config.latent_dim], dropout=config.dropout),
+            )
             self.decoder = nn.Sequential(
-                mlp([config.latent_dim, *config.hidden[::-1], pixels]), nn.Unflatten(1, (c, h, w)))
+                mlp([config.latent_dim, *config.hidden[::-1], pixels]), nn.Unflatten(1, (c, h, w))
+            )
         else:
             sizes = conv_sizes(config.image_shape, len(config.channels))
             feat = (config.channels[-1], *sizes[-1])  # (C', h', w'), e.g. (128, 4, 4)
@@ -64,10 +74,15 @@ class AE(nn.Module):
             self.encoder = nn.Sequential(
                 nn.Dropout(config.dropout) if config.dropout else nn.Identity(),
                 ConvEncoder(c, config.channels, config.batchnorm),
-                nn.Flatten(), nn.Linear(math.prod(feat), config.latent_dim))
+                nn.Flatten(),
+                nn.Linear(math.prod(feat), config.latent_dim),
+            )
             self.decoder = nn.Sequential(
-                nn.Linear(config.latent_dim, math.prod(feat)), nn.ReLU(), nn.Unflatten(1, feat),
-                decoder(config.channels[::-1], c, sizes[::-1], config.batchnorm))
+                nn.Linear(config.latent_dim, math.prod(feat)),
+                nn.ReLU(),
+                nn.Unflatten(1, feat),
+                decoder(config.channels[::-1], c, sizes[::-1], config.batchnorm),
+            )
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """z = f(x)."""

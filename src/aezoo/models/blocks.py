@@ -6,16 +6,21 @@ decoders retrace the recorded sizes exactly (4 → 7 → 14 → 28), whatever th
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from aezoo.errors import UsageError
 
-def mlp(sizes: Sequence[int], *, final_activation: bool = False, dropout: float = 0.0) -> nn.Sequential:
+
+def mlp(
+    sizes: Sequence[int], *, final_activation: bool = False, dropout: float = 0.0
+) -> nn.Sequential:
     """Linear layers with ReLU between them; optional dropout on the input (denoising AE)."""
     layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or final_activation:
             layers.append(nn.ReLU())
@@ -48,8 +53,11 @@ class ConvEncoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for c_in, c_out in zip([in_channels, *channels[:-1]], channels, strict=True):
-            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1, bias=not batchnorm),
-                       _norm(c_out, batchnorm), nn.ReLU()]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, 2, 1, bias=not batchnorm),
+                _norm(c_out, batchnorm),
+                nn.ReLU(),
+            ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -59,16 +67,30 @@ class ConvEncoder(nn.Module):
 class TransposedDecoder(nn.Module):
     """ConvTranspose2d stages retracing `sizes` (smallest first); the last stage emits logits."""
 
-    def __init__(self, channels: Sequence[int], out_channels: int,
-                 sizes: Sequence[tuple[int, int]], batchnorm: bool = True) -> None:
+    def __init__(
+        self,
+        channels: Sequence[int],
+        out_channels: int,
+        sizes: Sequence[tuple[int, int]],
+        batchnorm: bool = True,
+    ) -> None:
         super().__init__()
         outs = [*channels[1:], out_channels]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(channels, outs, strict=True)):
             (h, w), (th, tw) = sizes[i], sizes[i + 1]
             pad = (th - (2 * h - 1), tw - (2 * w - 1))  # output_padding that lands on the target
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 3, 2, 1, output_padding=pad,
-                                             bias=not batchnorm or i == len(outs) - 1))
+            layers.append(
+                nn.ConvTranspose2d(
+                    c_in,
+                    c_out,
+                    3,
+                    2,
+                    1,
+                    output_padding=pad,
+                    bias=not batchnorm or i == len(outs) - 1,
+                )
+            )
             if i < len(outs) - 1:
                 layers += [_norm(c_out, batchnorm), nn.ReLU()]
         self.net = nn.Sequential(*layers)
@@ -81,15 +103,22 @@ class UpsampleDecoder(nn.Module):
     """Bilinear upsampling to each recorded size, then a 3×3 convolution: no transposed convs,
     hence no checkerboard artefacts (Odena et al. 2016)."""
 
-    def __init__(self, channels: Sequence[int], out_channels: int,
-                 sizes: Sequence[tuple[int, int]], batchnorm: bool = True) -> None:
+    def __init__(
+        self,
+        channels: Sequence[int],
+        out_channels: int,
+        sizes: Sequence[tuple[int, int]],
+        batchnorm: bool = True,
+    ) -> None:
         super().__init__()
         outs = [*channels[1:], out_channels]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(channels, outs, strict=True)):
             last = i == len(outs) - 1
-            layers += [nn.Upsample(size=sizes[i + 1], mode="bilinear", align_corners=False),
-                       nn.Conv2d(c_in, c_out, 3, 1, 1, bias=not batchnorm or last)]
+            layers += [
+                nn.Upsample(size=sizes[i + 1], mode="bilinear", align_corners=False),
+                nn.Conv2d(c_in, c_out, 3, 1, 1, bias=not batchnorm or last),
+            ]
             if not last:
                 layers += [_norm(c_out, batchnorm), nn.ReLU()]
         self.net = nn.Sequential(*layers)
@@ -101,9 +130,27 @@ class UpsampleDecoder(nn.Module):
 def one_hot(y: Tensor | None, num_classes: int, batch: int, device: torch.device) -> Tensor:
     """One-hot labels (B, K) for conditioning; an error if a conditional model gets none."""
     if y is None:
-        raise ValueError(f"this model is conditioned on labels: pass y with values in 0..{num_classes - 1}")
+        raise UsageError(
+            f"this model is conditioned on labels: pass y with values in 0..{num_classes - 1}"
+        )
     if y.shape != (batch,):
-        raise ValueError(f"labels must have shape ({batch},), got {tuple(y.shape)}")
+        raise UsageError(f"labels must have shape ({batch},), got {tuple(y.shape)}")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}")
+        raise UsageError(
+            f"labels must lie in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}"
+        )
     return nn.functional.one_hot(y.long(), num_classes).to(device=device, dtype=torch.float32)
+
+
+def sample_labels(
+    n: int, y: int | Tensor | None, num_classes: int, device: torch.device
+) -> Tensor | None:
+    """Labels for n generated images: None if unconditional (num_classes 0); else y as given, an
+    int repeated, or (y None) 0..K−1 in turn. one_hot checks their range."""
+    if not num_classes:
+        return None
+    if y is None:
+        return torch.arange(n, device=device) % num_classes
+    if isinstance(y, int):
+        return torch.full((n,), y, dtype=torch.long, device=device)
+    return torch.as_tensor(y, device=device)

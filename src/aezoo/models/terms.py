@@ -29,7 +29,7 @@ class Terms(dict[str, Tensor]):
         return sum(parts[1:], parts[0])
 
     def reweight(self, name: str, factor: float) -> Terms:
-        """A copy with `name`'s weight multiplied by `factor` (no-op if the model has no such term)."""
+        """A copy with `name`'s weight times `factor` (no-op if the model has no such term)."""
         weights = dict(self.weights)
         if name in weights:
             weights[name] *= factor
@@ -41,16 +41,22 @@ def check_images(x: Tensor, image_shape: Sequence[int]) -> None:
     if not isinstance(x, Tensor):
         raise UsageError(f"expected a torch.Tensor of images, got {type(x).__name__}")
     if x.dim() != 4 or tuple(x.shape[1:]) != tuple(image_shape):
-        raise UsageError(f"expected images of shape (B, {', '.join(map(str, image_shape))}), "
-                         f"got {tuple(x.shape)}")
+        raise UsageError(
+            f"expected images of shape (B, {', '.join(map(str, image_shape))}), "
+            f"got {tuple(x.shape)}"
+        )
     if not x.is_floating_point():
         raise UsageError(f"expected float pixel values in [0, 1], got dtype {x.dtype}")
 
 
 def check_latent(z: Tensor, latent_shape: Sequence[int]) -> None:
     """Reject latents of the wrong width before they reach a matrix-multiply traceback."""
-    if not isinstance(z, Tensor) or z.dim() != 1 + len(latent_shape) or \
-            tuple(z.shape[1:]) != tuple(latent_shape):
+    if (
+        not isinstance(z, Tensor)
+        or z.dim() != 1 + len(latent_shape)
+        or tuple(z.shape[1:]) != tuple(latent_shape)
+    ):
         got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-        raise UsageError(f"expected latents of shape (B, {', '.join(map(str, latent_shape))}), "
-                         f"got {got}")
+        raise UsageError(
+            f"expected latents of shape (B, {', '.join(map(str, latent_shape))}), got {got}"
+        )

@@ -1,0 +1,174 @@
+"""Shared fixtures: one tiny trained run reused by many tests, and helpers to snapshot folders."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import aezoo
+from aezoo.data import sources
+
+# Two CPU cores are shared by several people; one thread also makes CPU results bit-reproducible.
+torch.set_num_threads(1)
+
+MNIST_DIR = sources.REPO_DATA / "mnist"
+
+# The tiny run: small enough to train in well under a second, big enough for the loss to fall.
+TINY = {
+    "epochs": 3,
+    "batch_size": 64,
+    "train_subset": 1000,
+    "test_subset": 300,
+    "device": "cpu",
+    "seed": 0,
+    "data_dir": str(MNIST_DIR),
+}
+TIMING_KEYS = {"seconds", "eval_seconds", "train_seconds"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyRun:
+    """A dense-ae trained once per session with TINY's options; tests must not modify it."""
+
+    path: Path
+    run: aezoo.Run
+    options: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    path = tmp_path_factory.mktemp("tiny") / "run"
+    run = aezoo.train("dense-ae", out=path, quiet=True, **TINY)
+    return TinyRun(path, run, dict(TINY))
+
+
+def snapshot_folder(path: Path) -> dict[str, bytes] | None:
+    """Every file under `path` (relative name → bytes), or None when `path` does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def snapshot() -> Callable[[Path], dict[str, bytes] | None]:
+    return snapshot_folder
+
+
+def without_timing(record: dict[str, Any]) -> dict[str, Any]:
+    """A metrics record or summary without its wall-clock fields (which no rerun reproduces)."""
+    return {k: v for k, v in record.items() if k not in TIMING_KEYS}
+
+
+@pytest.fixture
+def strip_timing() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return without_timing
+
+
+# ---- headless Chromium, for tests that open the HTML pages aezoo writes --------------------------
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--window-size=1280,900",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedPage:
+    """What a browser made of a page: its images, its console errors and a screenshot."""
+
+    title: str
+    images: list[dict[str, Any]]  # alt, decoded, width, height (natural size) of each <img>
+    errors: list[str]  # console messages at level SEVERE (CSP violations, failed loads, ...)
+    screenshot: Path
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+
+
+def _browser_missing() -> str | None:
+    import importlib.util
+    import shutil
+
+    if _chromium() is None:
+        return "no chromium on PATH"
+    if shutil.which("chromedriver") is None:
+        return "no chromedriver on PATH"
+    if importlib.util.find_spec("selenium") is None:
+        return "selenium is not installed"
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A function (html_path, screenshot_path) -> RenderedPage driving headless Chromium through
+    Debian's chromedriver. Skips when Chromium is absent, unless AEZOO_REQUIRE_BROWSER is set
+    (as CI does), where that is a failure."""
+    import os
+    import shutil
+
+    missing = _browser_missing()
+    if missing:
+        why = (
+            f"headless Chromium unavailable ({missing}); install it with `apt-get install "
+            "chromium chromium-driver` and `pip install -e .[dev]` (README, Tests)"
+        )
+        if os.environ.get("AEZOO_REQUIRE_BROWSER"):
+            pytest.fail(why)
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = _chromium()
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.set_page_load_timeout(60)
+
+    def render(page: Path, screenshot: Path, width: int = 1280) -> RenderedPage:
+        driver.set_window_size(width, 900)
+        driver.get(Path(page).resolve().as_uri())
+        WebDriverWait(driver, 30).until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+        )
+        images = driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "const imgs = Array.from(document.images);"
+            "Promise.all(imgs.map(i => i.decode().then(() => true, () => false))).then(ok =>"
+            "  done(imgs.map((i, k) => ({alt: i.alt, decoded: ok[k], width: i.naturalWidth,"
+            "                            height: i.naturalHeight}))));"
+        )
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(width, min(int(height), 12000))
+        driver.save_screenshot(str(screenshot))
+        errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        return RenderedPage(driver.title, images, errors, Path(screenshot))
+
+    yield render
+    driver.quit()
