@@ -19,6 +19,8 @@ from aezoo.config import from_dict
 from aezoo.errors import UsageError
 from aezoo.models.ae import AE, AEConfig
 from aezoo.models.terms import Terms
+from aezoo.models.vae import VAE, VAEConfig
+from aezoo.models.vqvae import VQVAE, VQVAEConfig
 
 
 @dataclass(frozen=True)
@@ -29,24 +31,80 @@ class Preset:
     config: type
     summary: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig defaults for it
 
     def make_config(self, **overrides: Any) -> Any:
         """The preset's config with `overrides`; options the config lacks are errors naming them."""
         known = {f.name for f in dataclasses.fields(self.config)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise UsageError(f"option {unknown[0]!r} does not apply to this model "
-                             f"({self.config.__name__} has: {', '.join(sorted(known))})")
+            raise UsageError(
+                f"option {unknown[0]!r} does not apply to this model "
+                f"({self.config.__name__} has: {', '.join(sorted(known))})"
+            )
         return from_dict(self.config, {**self.options, **overrides})
 
 
 MODELS: dict[str, Preset] = {
-    "dense-ae": Preset(AE, AEConfig, "MLP autoencoder 784-256-128-32 (the classic vanilla AE)",
-                       {"arch": "dense", "latent_dim": 32}),
-    "conv-ae": Preset(AE, AEConfig, "strided-conv encoder 28→14→7→4 + BatchNorm, 128-d linear "
-                      "bottleneck, transposed-conv decoder", {"arch": "conv", "latent_dim": 128}),
-    "upsample-ae": Preset(AE, AEConfig, "conv-ae's encoder; decoder of bilinear upsampling + "
-                          "convolutions", {"arch": "upsample", "latent_dim": 128}),
+    "dense-ae": Preset(
+        AE,
+        AEConfig,
+        "MLP autoencoder 784-256-128-32 (the classic vanilla AE)",
+        {"arch": "dense", "latent_dim": 32},
+        training={"lr": 5e-3},
+    ),
+    "conv-ae": Preset(
+        AE,
+        AEConfig,
+        "strided-conv encoder 28→14→7→4 + BatchNorm, 128-d linear "
+        "bottleneck, transposed-conv decoder",
+        {"arch": "conv", "latent_dim": 128},
+        training={"lr": 3e-3},
+    ),
+    "upsample-ae": Preset(
+        AE,
+        AEConfig,
+        "conv-ae's encoder; decoder of bilinear upsampling + convolutions",
+        {"arch": "upsample", "latent_dim": 128},
+        training={"lr": 3e-3},
+    ),
+    "dense-vae": Preset(
+        VAE,
+        VAEConfig,
+        "VAE, MLP 784-400-400, μ and log σ² heads, latent 20, Bernoulli likelihood",
+        {"arch": "dense", "latent_dim": 20},
+    ),
+    "conv-vae": Preset(
+        VAE,
+        VAEConfig,
+        "VAE, strided convs 28→14→7, linear heads, latent 20, transposed-conv decoder",
+        {"arch": "conv", "latent_dim": 20},
+    ),
+    "cvae": Preset(
+        VAE,
+        VAEConfig,
+        "conditional dense-vae: one-hot label joins encoder and decoder inputs",
+        {"arch": "dense", "latent_dim": 20, "num_classes": 10},
+    ),
+    "conv-cvae": Preset(
+        VAE,
+        VAEConfig,
+        "conditional conv-vae: one-hot label joins the heads' and the decoder's inputs",
+        {"arch": "conv", "latent_dim": 20, "num_classes": 10},
+    ),
+    "conv-vqvae": Preset(
+        VQVAE,
+        VQVAEConfig,
+        "VQ-VAE, stride-2 convs to a 7×7 grid of 64-d "
+        "vectors, 512 codes (EMA, restarts, k-means init), transposed convs",
+        {"arch": "conv"},
+    ),
+    "dense-vqvae": Preset(
+        VQVAE,
+        VQVAEConfig,
+        "VQ-VAE with one code per image: MLP 784-256-128-64, 512 codes, MLP decoder",
+        {"arch": "dense"},
+    ),
 }
 
 
@@ -75,5 +133,16 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["MODELS", "AE", "AEConfig", "Preset", "Terms", "build", "build_from_config",
-           "count_parameters", "preset"]
+__all__ = [
+    "AE",
+    "MODELS",
+    "AEConfig",
+    "Preset",
+    "Terms",
+    "build",
+    "build_from_config",
+    "count_parameters",
+    "preset",
+]
+__all__ += ["VAE", "VAEConfig"]
+__all__ += ["VQVAE", "VQVAEConfig"]

@@ -1,0 +1,91 @@
+"""A β sweep: train one model for several β, then a table (recon, KL, active units, ELBO) and a
+figure of each run's traversal of its highest-KL dimensions, stacked for comparison."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aezoo.checkpoint import Run, atomic_write
+from aezoo.errors import UsageError
+from aezoo.viz import image_rows, save_figure
+
+COLUMNS = ("beta", "test_recon", "test_kl", "test_active_units", "test_elbo")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    path: Path
+    runs: list[Run]
+    rows: list[dict[str, Any]]
+    table: str
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
+    """A Markdown table of `columns` (floats to 4 significant digits)."""
+
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@torch.inference_mode()
+def _traversal_rows(run: Run, dims: int = 4, steps: int = 9) -> tuple[list, list[str]]:
+    from aezoo.explore import traverse
+
+    model, kl = run.model, np.asarray(run.summary["test_kl_per_dim"])
+    top = [int(d) for d in np.argsort(-kl, kind="stable")[:dims]]
+    base = torch.zeros(len(kl))
+    rows = traverse(
+        model, base, top, torch.linspace(-3, 3, steps), 0 if model.num_classes else None
+    )
+    beta = run.spec.model_config.beta
+    return rows, [f"β={beta:g} z{d}" for d in top]
+
+
+def sweep(
+    model: str,
+    betas: list[float] | tuple[float, ...],
+    *,
+    out: str | Path | None = None,
+    quiet: bool = False,
+    **options: Any,
+) -> SweepResult:
+    """Train `model` once per β (same seed and options) into OUT/beta-B/; write OUT/sweep.json,
+    OUT/sweep.md and OUT/traversals.png."""
+    from aezoo.models import preset
+    from aezoo.train import train
+
+    if not betas:
+        raise UsageError("sweep: give at least one β, e.g. --beta 1,2,4,10")
+    if "beta" not in {f for f in preset(model).config.__dataclass_fields__}:
+        raise UsageError(f"sweep: model {model!r} has no β (try conv-vae or dense-vae)")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(out) if out is not None else Path("runs") / f"sweep-{model}-{stamp}"
+    runs, rows = [], []
+    for beta in betas:
+        run = train(model, out=path / f"beta-{beta:g}", quiet=quiet, beta=float(beta), **options)
+        runs.append(run)
+        rows.append({"beta": float(beta), **{k: run.summary.get(k) for k in COLUMNS[1:]}})
+    table = markdown_table(rows)
+    atomic_write(path / "sweep.json", (json.dumps(rows, indent=2) + "\n").encode())
+    atomic_write(path / "sweep.md", (f"# β sweep of {model}\n\n{table}\n").encode())
+    grids, labels = [], []
+    for run in runs:
+        r, lab = _traversal_rows(run)
+        grids += r
+        labels += lab
+    save_figure(
+        image_rows(grids, labels, title=f"{model}: traversals by β", cell=0.6),
+        path / "traversals.png",
+    )
+    return SweepResult(path, runs, rows, table)
