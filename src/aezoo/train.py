@@ -32,6 +32,7 @@ from aezoo.errors import Interrupted, TrainingError, UsageError
 from aezoo.evaluate import evaluate
 from aezoo.models import build_from_config, count_parameters, preset
 
+WARMDOWN = 0.3  # the fraction of steps over which lr_schedule="warmdown" decays
 TEST_SEED = 12345  # fixes the test set's corruption and binarisation across runs
 COLLAPSE_KL = 0.5  # nats per image: below this total KL the latent code carries almost nothing
 
@@ -78,11 +79,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
-    """Learning rate at `step`: constant, or cosine from lr down to lr/100 over all steps."""
-    if config.lr_schedule == "constant":
-        return config.lr
+    """Learning rate at `step` of `total_steps` (see TrainConfig.lr_schedule); ends at lr/100."""
     progress = min(1.0, step / max(1, total_steps))
-    return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    if config.lr_schedule == "cosine":
+        return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    if config.lr_schedule == "warmdown":
+        decay = max(0.0, (progress - (1.0 - WARMDOWN)) / WARMDOWN)  # 0 until the last 30%, → 1
+        return config.lr * (1.0 - 0.99 * decay)
+    return config.lr
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -1,0 +1,468 @@
+"""Run folder → one self-contained report.html: what was trained, how it went, and every figure.
+
+The page holds the summary metrics, the per-epoch metrics, the configuration and each PNG under
+figures/ (subfolders too), embedded as base64 data URIs with inline CSS: no scripts, no network, and
+a Content-Security-Policy that forbids both, so it opens from disk anywhere. Which panels appear is
+decided by which figures exist; FIGURES gives the known ones a title, a caption and a place.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import html
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aezoo import checkpoint as ckpt
+from aezoo.config import load_json
+from aezoo.errors import UsageError
+
+REPORT = "report.html"
+RESULTS = "results.json"  # what an evaluation without training writes (anomaly protocols)
+FIGURES_DIR = "figures"
+
+# (pattern of the path under figures/, title, caption), in the order the panels appear.
+FIGURES: tuple[tuple[str, str, str], ...] = (
+    (
+        "training_curves.png",
+        "Training curves",
+        "Each loss term per epoch: train (solid, mean over the epoch's batches) and test (dashed, "
+        "after the epoch), then the test reconstruction error as MSE per pixel and BCE per image.",
+    ),
+    (
+        "reconstructions.png",
+        "Reconstructions",
+        "Test images (top row) and their reconstructions decode(encode(x)); a denoising run shows "
+        "the corrupted input the encoder saw between them.",
+    ),
+    (
+        "samples-prior.png",
+        "Samples from the prior",
+        "Decoded draws from the model's prior: z ~ N(0, I) for a VAE, code grids sampled from the "
+        "PixelCNN prior for a VQ-VAE.",
+    ),
+    (
+        "samples-gmm.png",
+        "Samples from an ex-post Gaussian mixture",
+        "Decoded draws from a 10-component Gaussian mixture fitted to the training latents "
+        "(Ghosh et al. 2020): how a deterministic autoencoder can generate.",
+    ),
+    (
+        "samples-used.png",
+        "Samples from code frequencies",
+        "Each code position drawn independently from the codes' training frequencies: the codebook "
+        "alone, without a model of where each code goes.",
+    ),
+    (
+        "samples-uniform.png",
+        "Samples from uniform codes",
+        "Every code position drawn uniformly from the codebook: the baseline that shows why a "
+        "prior over code grids is needed.",
+    ),
+    (
+        "samples-by-label-*.png",
+        "Samples by label",
+        "One row per class label: the conditional model's samples for each digit.",
+    ),
+    ("samples-*.png", "Samples", "Decoded samples."),
+    (
+        "interpolation.png",
+        "Interpolation",
+        "Decoded points on the straight line between the latent codes of two test images.",
+    ),
+    (
+        "crossfade.png",
+        "Code-space crossfade",
+        "Pairs of test images: the second image's codes replace the first's one grid position at a "
+        "time, in raster order.",
+    ),
+    (
+        "traversal-zero.png",
+        "Latent traversal from the origin",
+        "Each row varies one latent dimension over [−3, 3] from z = 0, the others fixed; rows are "
+        "the dimensions with the most KL (or latent variance), labelled with it.",
+    ),
+    (
+        "traversal-image.png",
+        "Latent traversal from a test image",
+        "As above, starting from a test image's latent code instead of the origin.",
+    ),
+    ("traversal-*.png", "Latent traversal", "Each row varies one latent dimension."),
+    (
+        "latent-2d.png",
+        "Latent space",
+        "The test images' latent means, coloured by label (2-D latent).",
+    ),
+    (
+        "manifold.png",
+        "Learned manifold",
+        "Decoded images on a regular grid over [−3, 3]² of the 2-D latent space.",
+    ),
+    (
+        "tsne.png",
+        "t-SNE of the latent codes",
+        "A 2-D t-SNE embedding of test latent codes, coloured by label.",
+    ),
+    (
+        "code-usage.png",
+        "Codebook usage",
+        "Each code's share of the test set's code uses, codes sorted by use: a long flat tail at "
+        "zero is a dead part of the codebook.",
+    ),
+    (
+        "*roc*.png",
+        "ROC curve",
+        "True against false positive rate of the anomaly score over every threshold, with its area "
+        "under the curve.",
+    ),
+    (
+        "scores_*.png",
+        "Score histogram",
+        "Distribution of the anomaly score for normal and anomalous test images, with the "
+        "detector's threshold.",
+    ),
+    (
+        "*hist*.png",
+        "Score histograms",
+        "Distribution of the anomaly score for normal and anomalous test images.",
+    ),
+)
+
+METRIC_HELP: Mapping[str, str] = {
+    "test_mse": "mean squared error per pixel of decode(encode(x))",
+    "test_bce": "binary cross-entropy of decode(encode(x)), Σ over pixels, nats per image",
+    "test_recon": "the reconstruction term of the loss, per image",
+    "test_recon_mean": "−log p(x | z = μ), nats per image (decoding the posterior mean)",
+    "test_kl": "KL(q(z|x) ‖ p(z)), nats per image",
+    "test_kl_per_dim": "KL per latent dimension, nats",
+    "test_elbo": "negative ELBO = recon + KL, nats per image (an upper bound on −log p(x))",
+    "test_nll": "importance-weighted estimate of −log p(x), nats per image",
+    "test_loss": "the weighted total that training minimises",
+    "test_active_units": "latent dimensions whose posterior mean varies over the test set",
+    "test_codebook": "codebook loss ‖sg[z_e] − e‖²",
+    "test_commitment": "commitment loss ‖z_e − sg[e]‖² (before its weight β)",
+    "test_codes_used": "codebook entries used at least once on the test set",
+    "test_codes_used_pct": "the same, as a percentage of the codebook",
+    "test_perplexity": "exp(entropy) of the test set's code usage: the effective codebook size",
+    "test_batch_perplexity": "code-usage perplexity within one test batch, averaged",
+    "params": "trainable parameters",
+    "train_seconds": "wall-clock seconds spent in training steps (evaluation excluded)",
+}
+
+CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d232b;
+       background: #f4f5f7; margin: 0; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 32px 0 10px; border-bottom: 1px solid #d5d9e0; padding-bottom: 4px; }
+h3 { font-size: 16px; margin: 0 0 6px; }
+.sub { color: #58606b; margin: 0 0 18px; }
+.banner { background: #fff4d6; border: 1px solid #e8c96a; padding: 8px 12px; border-radius: 6px; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; }
+.card { background: #fff; border: 1px solid #dde1e7; border-radius: 8px; padding: 8px 14px;
+        min-width: 120px; }
+.card .k { color: #58606b; font-size: 12px; }
+.card .v { font-size: 20px; font-variant-numeric: tabular-nums; }
+table { border-collapse: collapse; background: #fff; margin: 4px 0 12px; font-size: 14px; }
+th, td { border: 1px solid #dde1e7; padding: 4px 10px; text-align: left; vertical-align: top; }
+th { background: #eef0f4; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.help { color: #58606b; }
+.configs { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
+figure { background: #fff; border: 1px solid #dde1e7; border-radius: 8px; margin: 0 0 18px;
+         padding: 12px 14px; }
+figure img { display: block; max-width: 100%; height: auto; margin: 6px 0; }
+figcaption { color: #3b434e; }
+.path { color: #8a929c; font-size: 12px; font-family: ui-monospace, monospace; }
+details summary { cursor: pointer; color: #3b434e; margin-bottom: 6px; }
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def format_value(value: Any) -> str:
+    """A metric or config value as short text: integers with separators, floats to 5 digits,
+    long lists summarised."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {format_value(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        if len(value) > 8 and all(isinstance(v, (int, float)) for v in value):
+            head = ", ".join(format_value(v) for v in value[:6])
+            return f"{len(value)} values: {head}, …"
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _table(
+    rows: Iterable[Sequence[Any]], header: Sequence[str] = (), numeric: Sequence[bool] = ()
+) -> str:
+    out = ["<table>"]
+    if header:
+        out.append("<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>")
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            cls = ' class="num"' if i < len(numeric) and numeric[i] else ""
+            cls = ' class="help"' if header and header[i] == "meaning" else cls
+            cells.append(f"<td{cls}>{_esc(cell)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def figure_info(relative: str) -> tuple[int, str, str]:
+    """(order, title, caption) of a figure from its path under figures/; unknown figures go last,
+    titled after their file name. The title names the subfolder and what a trailing * matched
+    (samples-by-label-gmm.png → "Samples by label (gmm)")."""
+    name, folder = Path(relative).name, Path(relative).parent.as_posix()
+    for order, (pattern, title, caption) in enumerate(FIGURES):
+        if fnmatch.fnmatch(name, pattern):
+            prefix = pattern.removesuffix("*.png")  # "samples-*.png" → "samples-"
+            trailing = pattern.endswith("*.png") and "*" not in prefix
+            tail = name[len(prefix) : -len(".png")] if trailing else ""
+            notes = [n for n in (folder if folder != "." else "", tail) if n]
+            return order, title + (f" ({', '.join(notes)})" if notes else ""), caption
+    words = Path(relative).with_suffix("").as_posix().replace("-", " ").replace("_", " ")
+    return len(FIGURES), words.capitalize(), ""
+
+
+def find_figures(run_dir: Path) -> list[Path]:
+    """The PNGs under figures/ (any depth), in panel order."""
+    root = Path(run_dir) / FIGURES_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.rglob("*.png") if p.is_file() and not p.name.startswith(".")]
+    return sorted(
+        found,
+        key=lambda p: (
+            figure_info(p.relative_to(root).as_posix())[0],
+            p.relative_to(root).as_posix(),
+        ),
+    )
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure_html(title: str, caption: str, png: bytes, where: str) -> str:
+    return (
+        f'<figure><h3>{_esc(title)}</h3><img src="{data_uri(png)}" alt="{_esc(title)}">'
+        f'<figcaption>{_esc(caption)} <span class="path">{_esc(where)}</span></figcaption>'
+        "</figure>"
+    )
+
+
+def _curves_png(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """Training curves drawn from metrics.jsonl, for a run whose figure is not (yet) written."""
+    from aezoo.viz import training_curves
+
+    buf = io.BytesIO()
+    training_curves(list(records)).savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def _when(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+
+
+def _header(
+    run_dir: Path,
+    config: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+) -> str:
+    from aezoo.models import MODELS
+
+    model, data = str(config.get("model", "?")), config.get("data") or {}
+    about = MODELS[model].summary if model in MODELS else ""
+    finished = f" · finished {_when(run_dir / ckpt.SUMMARY)}" if summary else ""
+    parts = [
+        f"<h1>{_esc(model)} on {_esc(data.get('dataset', '?'))}</h1>",
+        f'<p class="sub">{_esc(about)}<br>run folder <code>{_esc(run_dir.resolve())}</code>'
+        f" · started {_when(run_dir / ckpt.CONFIG)}{finished}"
+        f" · aezoo {_esc(config.get('aezoo', '?'))}</p>",
+    ]
+    if not summary:
+        planned = (config.get("train") or {}).get("epochs", "?")
+        parts.append(
+            f'<p class="banner">Unfinished run: {len(records)} of {_esc(planned)} epochs '
+            f"completed (continue it with <code>aezoo train --resume {_esc(run_dir)}"
+            "</code>).</p>"
+        )
+    cards = [
+        ("epochs", summary.get("epochs", len(records))),
+        ("parameters", summary.get("params")),
+        ("train seconds", summary.get("train_seconds")),
+        ("test MSE", summary.get("test_mse")),
+        ("test BCE (nats)", summary.get("test_bce")),
+    ]
+    parts.append(
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="k">{_esc(k)}</div>'
+            f'<div class="v">{_esc(format_value(v))}</div></div>'
+            for k, v in cards
+            if v is not None
+        )
+        + "</div>"
+    )
+    return "\n".join(parts)
+
+
+def _summary_section(summary: Mapping[str, Any]) -> str:
+    metrics = [
+        (k, format_value(v), METRIC_HELP.get(k, ""))
+        for k, v in summary.items()
+        if k not in ("model", "dataset", "epochs")
+    ]
+    if not metrics:
+        return ""
+    return "<h2>Summary metrics</h2>\n" + _table(
+        metrics, ("metric", "value", "meaning"), (False, True)
+    )
+
+
+def _figures_section(run_dir: Path, records: Sequence[Mapping[str, Any]]) -> str:
+    """Every PNG under figures/, in FIGURES order; training curves from the metrics if the run
+    has no figure of them."""
+    root, figures = run_dir / FIGURES_DIR, find_figures(run_dir)
+    parts = ["<h2>Figures</h2>"]
+    if records and not any(p.name == "training_curves.png" for p in figures):
+        _, title, caption = figure_info("training_curves.png")
+        parts.append(
+            _figure_html(title, caption, _curves_png(records), f"(drawn from {ckpt.METRICS})")
+        )
+    for path in figures:
+        relative = path.relative_to(root).as_posix()
+        _, title, caption = figure_info(relative)
+        parts.append(_figure_html(title, caption, path.read_bytes(), f"{FIGURES_DIR}/{relative}"))
+    if len(parts) == 1:
+        parts.append("<p>No figures yet.</p>")
+    return "\n".join(parts)
+
+
+def _epochs_section(records: Sequence[Mapping[str, Any]]) -> str:
+    if not records:
+        return ""
+    columns = [c for c in EPOCH_COLUMNS if any(c in r for r in records)]
+    rows = [
+        [r.get("epoch", i + 1)] + [format_value(r[c]) if c in r else "" for c in columns]
+        for i, r in enumerate(records)
+    ]
+    return (
+        f"<h2>Per-epoch metrics</h2>\n<details{' open' if len(rows) <= 12 else ''}>"
+        f"<summary>{len(rows)} epochs (every term in {ckpt.METRICS})</summary>\n"
+        + _table(rows, ("epoch", *columns), (True,) * (len(columns) + 1))
+        + "</details>"
+    )
+
+
+def _config_section(config: Mapping[str, Any]) -> str:
+    sections = [
+        ("model", config.get("model_config")),
+        ("training", config.get("train")),
+        ("data", config.get("data")),
+    ]
+    return (
+        '<h2>Configuration</h2>\n<div class="configs">'
+        + "".join(
+            f"<div><h3>{name}</h3>"
+            + _table([(k, format_value(v)) for k, v in (values or {}).items()], ("option", "value"))
+            + "</div>"
+            for name, values in sections
+        )
+        + "</div>"
+    )
+
+
+EPOCH_COLUMNS = ("train_loss", "test_loss", "test_mse", "test_bce", "lr", "kl_weight", "seconds")
+
+
+def _results_section(results: Mapping[str, Any]) -> str:
+    """A results.json as tables: its plain values, then one table per nested object (a table of
+    rows when the object maps names to objects, as results["scores"] does)."""
+    plain = [(k, format_value(v)) for k, v in results.items() if not isinstance(v, Mapping)]
+    parts = ["<h2>Results</h2>", _table(plain, ("field", "value"))]
+    for key, value in results.items():
+        if not isinstance(value, Mapping):
+            continue
+        parts.append(f"<h3>{_esc(key)}</h3>")
+        if value and all(isinstance(v, Mapping) for v in value.values()):
+            columns = list(dict.fromkeys(c for v in value.values() for c in v))
+            rows = [
+                [name, *(format_value(v.get(c, "")) for c in columns)] for name, v in value.items()
+            ]
+            parts.append(_table(rows, (key, *columns), (False,) + (True,) * len(columns)))
+        else:
+            parts.append(
+                _table([(k, format_value(v)) for k, v in value.items()], ("name", "value"))
+            )
+    return "\n".join(parts)
+
+
+def render_report(run_dir: str | Path) -> str:
+    """The HTML text of a run folder's report: a training run (config.json) or an evaluation that
+    wrote results.json and figures/ (the anomaly protocols)."""
+    from aezoo.train import read_metrics
+
+    run_dir = Path(run_dir)
+    if not (run_dir / ckpt.CONFIG).is_file() and (run_dir / RESULTS).is_file():
+        results = load_json(run_dir / RESULTS)
+        if isinstance(results, dict):
+            name = " · ".join(str(results[k]) for k in ("model", "protocol") if k in results)
+            body = [
+                f"<h1>{_esc(name or run_dir.name)}</h1>",
+                _results_section(results),
+                _figures_section(run_dir, []),
+            ]
+            return page(f"aezoo · {name} · {run_dir.name}", "\n".join(body))
+    if not (run_dir / ckpt.CONFIG).is_file():
+        raise UsageError(f"{run_dir} is not a run folder (no {ckpt.CONFIG} or {RESULTS})")
+    config = load_json(run_dir / ckpt.CONFIG)
+    if not isinstance(config, dict) or "model" not in config:
+        raise UsageError(f"{run_dir} is not a run folder ({ckpt.CONFIG} names no model)")
+    summary = load_json(run_dir / ckpt.SUMMARY) if (run_dir / ckpt.SUMMARY).exists() else {}
+    records = read_metrics(run_dir)
+    body = [
+        _header(run_dir, config, summary, records),
+        _summary_section(summary),
+        _figures_section(run_dir, records),
+        _epochs_section(records),
+        _config_section(config),
+    ]
+    title = f"aezoo · {config.get('model', '?')} · {run_dir.name}"
+    return page(title, "\n".join(part for part in body if part))
+
+
+def page(title: str, body: str) -> str:
+    """A complete HTML document with the report's CSS; scripts and network fetches forbidden."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "img-src data:; style-src 'unsafe-inline'\">\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<link rel="icon" href="data:,">\n'
+        f"<title>{_esc(title)}</title>\n<style>{CSS}</style></head>\n"
+        f"<body><main>\n{body}\n</main></body></html>\n"
+    )
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write RUN_DIR/report.html (atomically) and return its path."""
+    path = Path(run_dir) / REPORT
+    ckpt.atomic_write(path, render_report(run_dir).encode("utf-8"))
+    return path

@@ -1,0 +1,358 @@
+"""The zoo: train the family on one data set and compare the runs (zoo.json, zoo.md, zoo.html and
+one figure of the same test digits reconstructed by every model); `list_runs`: a folder's runs.
+
+Every number in a table is read from a run's summary.json and config.json; nothing is typed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aezoo import checkpoint as ckpt
+from aezoo.config import DataConfig, from_dict, load_json
+from aezoo.errors import UsageError
+from aezoo.report import REPORT, data_uri, format_value, page
+
+FIGURE = "zoo-reconstructions.png"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its key in a row, its heading, and what it means."""
+
+    key: str
+    heading: str
+    meaning: str
+
+
+COLUMNS = (
+    Column("model", "model", "registry name (aezoo list)"),
+    Column("params", "params", "trainable parameters"),
+    Column("epochs", "epochs", "completed epochs"),
+    Column("train_seconds", "train s", "seconds in training steps (evaluation excluded)"),
+    Column("test_mse", "test MSE", "per pixel, of decode(encode(x)) on the test set"),
+    Column("test_bce", "test BCE", "nats per image, of decode(encode(x)) on the test set"),
+    Column(
+        "neg_elbo_or_nll",
+        "−ELBO / NLL",
+        "nats per image: the importance-weighted NLL where "
+        "the run has one, else the negative ELBO (models with a posterior)",
+    ),
+    Column(
+        "usage",
+        "active units / codes used",
+        "latent dimensions in use (VAEs) or codebook entries used on the test set (VQ-VAEs)",
+    ),
+    Column(
+        "sample_quality",
+        "sample FLD",
+        "Fréchet LeNet distance of samples to test images "
+        "(generative models, where measured; lower is better)",
+    ),
+)
+
+
+def _first(summary: dict[str, Any], *keys: str) -> Any:
+    return next((summary[k] for k in keys if summary.get(k) is not None), None)
+
+
+def run_row(run_dir: str | Path) -> dict[str, Any]:
+    """One zoo row from a run folder's summary.json and config.json (None where undefined)."""
+    run_dir = Path(run_dir)
+    config = load_json(run_dir / ckpt.CONFIG)
+    summary = load_json(run_dir / ckpt.SUMMARY) if (run_dir / ckpt.SUMMARY).exists() else {}
+    model_config = config.get("model_config", {})
+    row: dict[str, Any] = {
+        "model": config.get("model"),
+        "dataset": config.get("data", {}).get("dataset"),
+        "params": summary.get("params"),
+        "epochs": summary.get("epochs"),
+        "train_seconds": summary.get("train_seconds"),
+        "test_mse": summary.get("test_mse"),
+        "test_bce": summary.get("test_bce"),
+        "test_nll": summary.get("test_nll"),
+        "test_neg_elbo": summary.get("test_elbo"),  # the summary's test_elbo is −ELBO, in nats
+        "active_units": summary.get("test_active_units"),
+        "latent_dim": model_config.get("latent_dim") if "test_active_units" in summary else None,
+        "codes_used": summary.get("test_codes_used"),
+        "codebook_size": model_config.get("codebook_size"),
+        "perplexity": summary.get("test_perplexity"),
+        "fld": _first(summary, "test_fld", "sample_fld", "fld"),
+        "label_accuracy": _first(
+            summary, "test_label_accuracy", "sample_label_accuracy", "label_accuracy"
+        ),
+    }
+    if row["codes_used"] is None:
+        row["codebook_size"] = None
+    return row
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    """A row's value for a column, as text ('—' where the model does not define it)."""
+    if key == "neg_elbo_or_nll":
+        if row.get("test_nll") is not None:
+            return f"{row['test_nll']:.2f} (NLL)"
+        return "—" if row.get("test_neg_elbo") is None else f"{row['test_neg_elbo']:.2f}"
+    if key == "usage":
+        if row.get("active_units") is not None:
+            return f"{row['active_units']}/{row['latent_dim']} units"
+        if row.get("codes_used") is not None:
+            return f"{row['codes_used']}/{row['codebook_size']} codes"
+        return "—"
+    if key == "sample_quality":
+        if row.get("fld") is None:
+            return "—"
+        accuracy = row.get("label_accuracy")
+        return f"{row['fld']:.3g}" + ("" if accuracy is None else f" ({accuracy:.1%} labels)")
+    value = row.get(key)
+    if value is None:
+        return "—"
+    if key == "test_mse":
+        return f"{value:.5f}"
+    if key in ("test_bce", "train_seconds"):
+        return f"{value:.1f}"
+    return format_value(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column] = COLUMNS) -> str:
+    lines = [
+        "| " + " | ".join(c.heading for c in columns) + " |",
+        "|" + "|".join("---" if c.key == "model" else "---:" for c in columns) + "|",
+    ]
+    for row in rows:
+        cells = [f"`{row['model']}`"] + [_cell(row, c.key) for c in columns[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, for a terminal."""
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [list(header), *rows]
+    )
+
+
+def _html_table(rows: Sequence[dict[str, Any]], link: Callable[[dict[str, Any]], str]) -> str:
+    from html import escape
+
+    head = "".join(f'<th title="{escape(c.meaning)}">{escape(c.heading)}</th>' for c in COLUMNS)
+    body = []
+    for row in rows:
+        cells = [f'<td><a href="{escape(link(row))}">{escape(str(row["model"]))}</a></td>']
+        cells += [f'<td class="num">{escape(_cell(row, c.key))}</td>' for c in COLUMNS[1:]]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>\n" + "\n".join(body) + "</table>"
+
+
+def pick_digits(labels: torch.Tensor | None, n: int = 10) -> list[int]:
+    """Indices of the first test image of each label 0..n−1 (the first n images without labels)."""
+    if labels is None:
+        return list(range(n))
+    picked = [int(torch.nonzero(labels == k)[0]) for k in range(n) if bool((labels == k).any())]
+    return picked or list(range(n))
+
+
+@torch.inference_mode()
+def reconstruct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """decode(encode(x)) on the model's device, back on the CPU; the label goes to conditional
+    models only."""
+    device = next(model.parameters()).device
+    y = y.to(device) if y is not None and getattr(model, "num_classes", 0) else None
+    return model.decode(model.encode(x.to(device), y), y).float().cpu()
+
+
+@dataclass(frozen=True)
+class ZooResult:
+    path: Path
+    rows: list[dict[str, Any]]
+    table: str
+
+
+def zoo(
+    models: Sequence[str] | None = None,
+    *,
+    out: str | Path | None = None,
+    quiet: bool = False,
+    **options: Any,
+) -> ZooResult:
+    """Train each of `models` (default: every registered model) with the same training and data
+    options into OUT/MODEL/; then write OUT/zoo.json, zoo.md, zoo.html and the FIGURE."""
+    from aezoo.models import MODELS, preset
+    from aezoo.train import load_data, split_options, train
+    from aezoo.viz import image_rows, save_figure
+
+    models = list(models) if models else list(MODELS)
+    for name in models:
+        preset(name)
+    if len(set(models)) != len(models):
+        raise UsageError("zoo: a model is named twice in --models")
+    _, data_opts, model_opts = split_options(options)
+    if model_opts:
+        raise UsageError(
+            f"zoo: option {sorted(model_opts)[0]!r} is not a training or data "
+            "option (every model of the zoo gets the same options)"
+        )
+    path = (
+        Path(out)
+        if out is not None
+        else Path("runs") / datetime.now().strftime("zoo-%Y%m%d-%H%M%S")
+    )
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{path} already exists and is not empty; choose another --out")
+
+    _, test = load_data(from_dict(DataConfig, data_opts))
+    index = pick_digits(test.labels)
+    x = test.images[index].float().div(255)  # (10, C, H, W)
+    y = test.labels[index] if test.labels is not None else None
+
+    started = time.perf_counter()
+    rows, recons = [], []
+    for name in models:
+        run = train(name, out=path / name, quiet=quiet, **options)
+        rows.append({**run_row(run.path), "run": name})
+        recons.append(reconstruct(run.model, x, y))
+    seconds = time.perf_counter() - started
+
+    save_figure(
+        image_rows(
+            [x, *recons],
+            ["original", *models],
+            title="the same test digits, reconstructed by each model",
+        ),
+        path / FIGURE,
+    )
+    table = markdown_table(rows)
+    meta = {
+        "dataset": rows[0]["dataset"],
+        "options": options,
+        "seconds": round(seconds, 1),
+        "machine": machine(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+    ckpt.write_json(path / "zoo.json", {**meta, "rows": rows})
+    ckpt.atomic_write(path / "zoo.md", _markdown_page(meta, table).encode())
+    ckpt.atomic_write(path / "zoo.html", _html_page(path, meta, rows).encode())
+    return ZooResult(path, rows, table)
+
+
+def machine() -> str:
+    """The hardware the numbers were measured on, in words."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    return (
+        f"{os.cpu_count()}-core {platform.machine()} CPU, {torch.get_num_threads()} torch "
+        f"threads, torch {torch.__version__}"
+    )
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+
+
+def _markdown_page(meta: dict[str, Any], table: str) -> str:
+    return (
+        f"# aezoo zoo on {meta['dataset']}\n\nOptions: {_options_text(meta['options'])}. "
+        f"Machine: {meta['machine']}. Total {meta['seconds']} s ({meta['created']}).\n\n"
+        f"{table}\n\n![reconstructions]({FIGURE})\n\n"
+        + "\n".join(f"- **{c.heading}**: {c.meaning}" for c in COLUMNS[1:])
+        + "\n"
+    )
+
+
+def _html_page(path: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    from html import escape
+
+    body = [
+        f"<h1>aezoo zoo on {escape(str(meta['dataset']))}</h1>",
+        f'<p class="sub">Options: {escape(_options_text(meta["options"]))} · '
+        f"{escape(meta['machine'])} · {meta['seconds']} s in all · {meta['created']}</p>",
+        _html_table(rows, lambda row: f"{row['run']}/{REPORT}"),
+        "<ul>"
+        + "".join(f"<li><b>{escape(c.heading)}</b>: {escape(c.meaning)}</li>" for c in COLUMNS[1:])
+        + "</ul>",
+        "<h2>Reconstructions</h2>",
+        f'<figure><img src="{data_uri((path / FIGURE).read_bytes())}" alt="reconstructions">'
+        "<figcaption>One test image of each digit (top row) and its reconstruction "
+        "decode(encode(x)) by every model; the model names link to each run's report."
+        "</figcaption></figure>",
+    ]
+    return page(f"aezoo zoo · {meta['dataset']}", "\n".join(body))
+
+
+# ---- the runs of a folder ----------------------------------------------------------------------
+
+RUNS_HEADER = ("run", "model", "dataset", "epochs", "test MSE", "−ELBO / NLL", "started")
+
+
+def find_runs(folder: str | Path) -> list[Path]:
+    """Run folders under `folder` (any depth): those whose config.json names a model and data."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder")
+    found = []
+    for config in folder.rglob(ckpt.CONFIG):
+        try:
+            obj = json.loads(config.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(obj, dict) and {"model", "train", "data"} <= set(obj):
+            found.append(config.parent)
+    return sorted(found, key=lambda p: (p / ckpt.CONFIG).stat().st_mtime)
+
+
+def list_runs(folder: str | Path = "runs") -> list[dict[str, Any]]:
+    """One row per run under `folder`, oldest first: zoo columns plus run, status and date."""
+    folder = Path(folder)
+    rows = []
+    for run_dir in find_runs(folder):
+        row = run_row(run_dir)
+        config = load_json(run_dir / ckpt.CONFIG)
+        done = row["epochs"]
+        if done is None:  # unfinished: count the completed epochs in metrics.jsonl
+            metrics = run_dir / ckpt.METRICS
+            done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+        row.update(
+            run=run_dir.relative_to(folder).as_posix() or ".",
+            done=done,
+            planned=config.get("train", {}).get("epochs"),
+            finished=(run_dir / ckpt.SUMMARY).exists(),
+            started=datetime.fromtimestamp((run_dir / ckpt.CONFIG).stat().st_mtime).strftime(
+                "%Y-%m-%d %H:%M"
+            ),
+        )
+        rows.append(row)
+    return rows
+
+
+def runs_table(rows: Sequence[dict[str, Any]]) -> str:
+    """`list_runs` rows as an aligned text table."""
+    cells = []
+    for row in rows:
+        epochs = (
+            f"{row['done']}" if row["finished"] else f"{row['done']}/{row['planned']} (unfinished)"
+        )
+        cells.append(
+            [
+                row["run"],
+                row["model"],
+                row["dataset"],
+                epochs,
+                _cell(row, "test_mse"),
+                _cell(row, "neg_elbo_or_nll"),
+                row["started"],
+            ]
+        )
+    return text_table(RUNS_HEADER, cells)
