@@ -38,7 +38,7 @@ def _parse_sequence(item: type) -> Callable[[str], tuple]:
 
 def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) -> None:
     flag = "--" + f.name.replace("_", "-")
-    help_text = f.metadata.get("help", "")
+    help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
     if get_origin(hint) in (typing.Union, types.UnionType):
         hint = next(a for a in get_args(hint) if a is not type(None))
     kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
@@ -231,6 +231,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from aezoo.distributed import is_main
     from aezoo.train import train
 
     options = {
@@ -246,6 +247,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         tensorboard=args.tensorboard,
         **options,
     )
+    if not is_main():  # under torchrun, rank 0 reports
+        return 0
     shown = {k: v for k, v in run.summary.items() if isinstance(v, (int, float))}
     print(f"run folder: {run.path}")
     for key, value in shown.items():
