@@ -17,12 +17,9 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
+from aezoo.bench import reference_epoch, reference_loader
 from aezoo.config import TrainConfig
 from aezoo.data import load_dataset
 from aezoo.data.batches import Batches
@@ -30,31 +27,6 @@ from aezoo.models import build
 from aezoo.train import make_optimizer
 
 RESULTS = Path(__file__).parent / "results"
-
-
-class PILMNIST(TorchDataset):
-    """One PIL image per sample, converted like torchvision's ToTensor."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = Image.fromarray(self.images[i], mode="L")
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).float().div(255).unsqueeze(0)
-        return x, int(self.labels[i])
-
-
-def epoch_reference(model, optimizer, loader) -> float:
-    started = time.perf_counter()
-    for x, _ in loader:
-        loss = model.loss(x).total
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - started
 
 
 def epoch_aezoo(model, optimizer, batches: Batches, index: int) -> float:
@@ -80,9 +52,7 @@ def main() -> None:
     data = load_dataset("mnist", "train")
     if args.subset:
         data = data.subset(args.subset, seed=0)
-    images = data.images[:, 0].numpy()
-    labels = data.labels.numpy()
-    loader = DataLoader(PILMNIST(images, labels), batch_size=128, shuffle=True)
+    loader = reference_loader(data, batch_size=128)
     batches = Batches(data, 128, device="cpu", seed=0, shuffle=True)
     torch.manual_seed(0)
     model = build(args.model)
@@ -90,21 +60,29 @@ def main() -> None:
     ours, ref = [], []
     epoch_aezoo(model, optimizer, batches, 0)  # warm-up: allocator, kernels
     for r in range(args.repeats):
-        ref.append(epoch_reference(model, optimizer, loader))
+        ref.append(reference_epoch(model, optimizer, loader))
         ours.append(epoch_aezoo(model, optimizer, batches, r + 1))
     result = {
-        "benchmark": "feeding", "model": args.model, "images": len(data),
-        "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "aezoo_seconds": ours, "reference_seconds": ref,
-        "aezoo_median_s": statistics.median(ours), "reference_median_s": statistics.median(ref),
+        "benchmark": "feeding",
+        "model": args.model,
+        "images": len(data),
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "aezoo_seconds": ours,
+        "reference_seconds": ref,
+        "aezoo_median_s": statistics.median(ours),
+        "reference_median_s": statistics.median(ref),
         "speedup": statistics.median(ref) / statistics.median(ours),
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"feeding-{args.model}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{args.model}: aezoo {result['aezoo_median_s']:.2f} s/epoch, reference "
-          f"{result['reference_median_s']:.2f} s/epoch, speed-up {result['speedup']:.2f}x "
-          f"({len(data)} images, {result['threads']} threads) → {out}")
+    print(
+        f"{args.model}: aezoo {result['aezoo_median_s']:.2f} s/epoch, reference "
+        f"{result['reference_median_s']:.2f} s/epoch, speed-up {result['speedup']:.2f}x "
+        f"({len(data)} images, {result['threads']} threads) → {out}"
+    )
 
 
 if __name__ == "__main__":

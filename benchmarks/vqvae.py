@@ -192,6 +192,12 @@ def main() -> None:
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if (RESULTS / "vqvae.json").exists():  # merge with earlier cases run separately
+        previous = json.loads((RESULTS / "vqvae.json").read_text())
+        rows = list(
+            ({r["case"]: r for r in previous["rows"]} | {r["case"]: r for r in rows}).values()
+        )
+        samples = samples or previous.get("samples", [])
     (RESULTS / "vqvae.json").write_text(
         json.dumps({**meta, "rows": rows, "samples": samples}, indent=2) + "\n"
     )

@@ -425,3 +425,29 @@ def test_batches_refuse_bad_options() -> None:
         Batches(indexed(10), 0)
     with pytest.raises(UsageError, match="binarize_once"):
         Batches(indexed(10), 4, binarize="static")  # type: ignore[arg-type]
+
+
+def test_npy_is_memory_mapped_and_batched_without_a_copy(tmp_path: Path) -> None:
+    """A uint8 .npy stays in its file (data larger than memory): Batches gathers each batch's
+    rows from the map, and the batches are exactly those of the same images in memory."""
+    images = np.random.default_rng(0).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    mapped = load_dataset(tmp_path / "x.npy")
+    assert mapped.mapped and mapped.images.shape == (300, 1, 28, 28)
+    batches = Batches(mapped, 32, seed=1, corruption=Corruption("mask", 0.3))
+    assert batches.images.data_ptr() == mapped.images.data_ptr()  # not moved, not copied
+    in_memory = Dataset(torch.from_numpy(images[:, None].copy()), None)
+    expected = Batches(in_memory, 32, seed=1, corruption=Corruption("mask", 0.3))
+    for a, b in zip(batches.epoch(3), expected.epoch(3), strict=True):
+        assert torch.equal(a.x, b.x) and torch.equal(a.x_in, b.x_in)
+    assert not mapped.subset(50).mapped  # a subset is read into memory
+    assert mapped.to("cpu").mapped
+
+
+def test_npy_of_other_dtypes_or_layouts_is_converted_in_memory(tmp_path: Path) -> None:
+    np.save(tmp_path / "f.npy", np.full((4, 28, 28), 0.5, dtype=np.float32))
+    np.save(tmp_path / "hwc.npy", np.zeros((4, 28, 28, 3), dtype=np.uint8))
+    for name in ("f.npy", "hwc.npy"):
+        data = load_dataset(tmp_path / name)
+        assert not data.mapped
+    assert load_dataset(tmp_path / "f.npy").images.unique().tolist() == [128]

@@ -1,8 +1,9 @@
 """Saving and loading runs: safetensors for tensors, JSON for everything else, atomic writes.
 
 A run folder holds config.json, model.safetensors, checkpoint/last.safetensors (weights, optimizer
-state and the epoch, in one file so it is either wholly there or not), metrics.jsonl, summary.json
-and figures/. Nothing here ever unpickles: a file that is not safetensors or JSON is refused.
+state and the epoch — after Ctrl-C also where the epoch stood — in one file so it is either wholly
+there or not), metrics.jsonl, summary.json and figures/. Nothing here ever unpickles: a file that
+is not safetensors or JSON is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ WEIGHTS = "model.safetensors"
 CHECKPOINT = Path("checkpoint") / "last.safetensors"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+TEMPORARY = ".*.tmp"  # the names of atomic_write's temporary files
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -52,6 +54,14 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete what atomic writes killed mid-way (SIGKILL, power cut) left in `folder`, at any
+    depth: temporary files no reader ever takes for the real ones."""
+    for tmp in Path(folder).rglob(TEMPORARY):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -118,15 +128,18 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     epoch: int,
     state: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> None:
-    """Weights, optimizer state and training state after `epoch` completed epochs, in one file."""
+    """Weights, optimizer state and training state after `epoch` completed epochs, in one file;
+    `tensors` are more of the training state (an interrupted epoch's sums and RNG states)."""
     opt = optimizer.state_dict()
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    saved = {f"model.{k}": v for k, v in model.state_dict().items()}
+    saved.update({f"state.{k}": v for k, v in (tensors or {}).items()})
     scalars: dict[str, dict[str, Any]] = {}
     for idx, slots in opt["state"].items():
         for slot, value in slots.items():
             if torch.is_tensor(value):
-                tensors[f"optim.{idx}.{slot}"] = value
+                saved[f"optim.{idx}.{slot}"] = value
             else:
                 scalars.setdefault(str(idx), {})[slot] = value
     metadata = {
@@ -135,13 +148,14 @@ def save_checkpoint(
         "param_groups": json.dumps(opt["param_groups"]),
         "optim_scalars": json.dumps(scalars),
     }
-    atomic_write(Path(run_dir) / CHECKPOINT, st_save(_contiguous(tensors), metadata=metadata))
+    atomic_write(Path(run_dir) / CHECKPOINT, st_save(_contiguous(saved), metadata=metadata))
 
 
 def load_checkpoint(
     run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[int, dict[str, Any]]:
-    """Restore what save_checkpoint wrote; returns (completed epochs, training state)."""
+    """Restore what save_checkpoint wrote; returns (completed epochs, training state), the state
+    holding its `tensors` under "tensors" when it was saved with some."""
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         raise UsageError(f"{run_dir}: no checkpoint to resume from ({CHECKPOINT} is missing)")
@@ -151,6 +165,8 @@ def load_checkpoint(
         state = json.loads(meta["state"])
         groups = json.loads(meta["param_groups"])
         scalars = json.loads(meta["optim_scalars"])
+        if not isinstance(state, dict):
+            raise ValueError(f"state is {type(state).__name__}, not an object")
     except (KeyError, ValueError) as err:
         raise UsageError(f"{path}: not an aezoo checkpoint (metadata {err})") from None
     _load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
@@ -170,6 +186,9 @@ def load_checkpoint(
         optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     except (ValueError, KeyError) as err:
         raise UsageError(f"{path}: optimizer state does not match the model ({err})") from None
+    extra = {k[6:]: v for k, v in tensors.items() if k.startswith("state.")}
+    if extra:
+        state["tensors"] = extra
     return epoch, state
 
 

@@ -192,11 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(p, model_configs, "model")
     _add_results_parsers(sub)
     _add_anomaly_parsers(sub)
+    _add_bench_parser(sub)
     return parser
 
 
 def _add_prior_options(p: argparse.ArgumentParser) -> None:
-    """The PixelCNN's options and the training options that apply to it (no KL schedule)."""
+    """The PixelCNN's options and the training options that apply to it (no KL schedule; its
+    own loop has none of fit's speed options)."""
     from aezoo.config import TrainConfig, cli_fields
     from aezoo.models.pixelcnn import PixelCNNConfig
 
@@ -204,7 +206,7 @@ def _add_prior_options(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("training")
     hints = typing.get_type_hints(TrainConfig)
     for f in cli_fields(TrainConfig):
-        if not f.name.startswith("kl_"):
+        if not f.name.startswith("kl_") and f.name not in ("precision", "compile", "threads"):
             _add_field(group, f, hints[f.name])
 
 
@@ -569,6 +571,75 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
 
 
 COMMANDS.update(anomaly=cmd_anomaly)
+
+
+def _add_bench_parser(sub: Any) -> None:
+    from aezoo.config import TrainConfig, cli_fields
+
+    p = sub.add_parser(
+        "bench",
+        help="speed of each model (images/s, peak memory, s/epoch, s to a target quality) beside "
+        "the tutorial DataLoader pipeline, and scaling with data and batch size: JSON + Markdown",
+    )
+    p.add_argument(
+        "--models",
+        type=_parse_sequence(str),
+        metavar="NAME,NAME,...",
+        help="models to measure (default: every registered model)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a seconds-long smoke test: 2000 training images, one timed epoch, one quality "
+        "epoch, small scaling",
+    )
+    p.add_argument("--out", metavar="DIR", help="results folder (default runs/bench-TIMESTAMP)")
+    p.add_argument("--repeats", type=int, help="timed epochs per model after a warm-up (3)")
+    p.add_argument("--train-images", type=int, help="training images (default all)")
+    p.add_argument("--quality-epochs", type=int, help="most epochs spent reaching a target (20)")
+    p.add_argument(
+        "--scaling-models",
+        type=_parse_sequence(str),
+        metavar="NAME,NAME,...",
+        help="models of the scaling tables (default dense-ae,conv-ae)",
+    )
+    p.add_argument("--no-quality", action="store_true", help="skip the time to target quality")
+    p.add_argument("--no-scaling", action="store_true", help="skip the scaling tables")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    group = p.add_argument_group("training (aezoo's side; the reference stays eager fp32)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in cli_fields(TrainConfig):
+        if f.name in ("device", "precision", "compile", "threads", "batch_size"):
+            _add_field(group, f, hints[f.name])
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from aezoo import bench
+
+    names = ("repeats", "quality_epochs", "scaling_models")
+    changes = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.train_images is not None:
+        changes["train_images"] = args.train_images
+    training = ("device", "precision", "compile", "threads", "batch_size")
+    options = tuple((k, getattr(args, k)) for k in training if hasattr(args, k))
+    make = bench.Settings.quick if args.quick else bench.Settings
+    settings = make(**changes, options=options)
+    out = args.out or Path("runs") / datetime.now().strftime("bench-%Y%m%d-%H%M%S")
+    path = bench.run(
+        args.models,
+        out=out,
+        settings=settings,
+        quality=not args.no_quality,
+        scale=not args.no_scaling,
+        quiet=args.quiet,
+    )
+    print(f"results: {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+COMMANDS.update(bench=cmd_bench)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:

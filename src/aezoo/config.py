@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -187,8 +188,10 @@ class TrainConfig:
     epochs: int = option(10, "passes over the training set", positive=True)
     batch_size: int = option(128, "images per optimisation step", positive=True)
     lr: float = option(1e-3, "Adam learning rate", positive=True)
-    lr_schedule: Literal["constant", "cosine"] = option(
-        "cosine", "learning-rate schedule over all steps: constant, or cosine decay to lr/100"
+    lr_schedule: Literal["constant", "cosine", "warmdown"] = option(
+        "cosine",
+        "learning-rate schedule over all steps: constant; cosine decay to lr/100; or warmdown "
+        "(constant, then linear decay to lr/100 over the second half of the steps)",
     )
     weight_decay: float = option(0.0, "AdamW decoupled weight decay", low=0.0)
     clip_grad: float | None = option(
@@ -200,11 +203,24 @@ class TrainConfig:
     )
     seed: int = option(0, "seed for weights, data order, noise and sampling", low=0)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["fp32", "bf16"] = option(
+        "fp32",
+        "bf16: training steps under bfloat16 autocast (CUDA, or a CPU with native bf16 such as "
+        "AVX512-BF16 or AMX); evaluation stays fp32. On CUDA, fp32 matrix products use TF32",
+    )
+    compile: bool = option(
+        False, "torch.compile the training step (a one-off compile; pays back on long runs)"
+    )
+    threads: int | None = option(
+        None,
+        "CPU threads (default: PyTorch's, from OMP_NUM_THREADS or the core count)",
+        positive=True,
+    )
     eval_batch_size: int = option(1000, "images per evaluation batch", positive=True, cli=False)
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        if not re.fullmatch(r"auto|(cpu|cuda|mps)(:\d+)?", self.device):
             raise UsageError(
                 f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}"
             )

@@ -3,18 +3,21 @@
 Reproducibility: the weights are initialised after `torch.manual_seed(seed)`; epoch k's data order,
 corruption and binarisation draw from generators seeded by (seed, k), and the global RNG (dropout,
 reparameterisation) is reseeded from (seed, k) at the start of the epoch. So a run resumed from the
-checkpoint after epoch k continues exactly as the uninterrupted run would have.
+checkpoint after epoch k continues exactly as the uninterrupted run would have; one stopped by
+Ctrl-C mid-epoch also saves where the epoch stood (aezoo.resume.Progress) and continues it exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from aezoo import checkpoint as ckpt
+from aezoo import distributed
 from aezoo.checkpoint import RunSpec
 from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, to_dict
 from aezoo.data import Dataset, binarize_once, load_dataset
@@ -31,8 +35,9 @@ from aezoo.data.batches import Batches, parse_corruption
 from aezoo.errors import Interrupted, TrainingError, UsageError
 from aezoo.evaluate import evaluate
 from aezoo.models import build_from_config, count_parameters, preset
+from aezoo.resume import Progress, Stop, StopOnSigint
 
-WARMDOWN = 0.3  # the fraction of steps over which lr_schedule="warmdown" decays
+WARMDOWN = 0.5  # the fraction of steps over which lr_schedule="warmdown" decays
 TEST_SEED = 12345  # fixes the test set's corruption and binarisation across runs
 COLLAPSE_KL = 0.5  # nats per image: below this total KL the latent code carries almost nothing
 
@@ -62,6 +67,8 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if not re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", name):
+        raise UsageError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {name!r}")
     kind = name.split(":")[0]
     available = {
         "cpu": True,
@@ -84,7 +91,7 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
     if config.lr_schedule == "cosine":
         return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
     if config.lr_schedule == "warmdown":
-        decay = max(0.0, (progress - (1.0 - WARMDOWN)) / WARMDOWN)  # 0 until the last 30%, → 1
+        decay = max(0.0, (progress - (1.0 - WARMDOWN)) / WARMDOWN)  # 0 in the first half, then → 1
         return config.lr * (1.0 - 0.99 * decay)
     return config.lr
 
@@ -97,6 +104,56 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
+class LossOf(nn.Module):
+    """`model.loss` as a module's forward — what DDP (it syncs gradients through forward) and
+    torch.compile (it compiles forward) act on — under bf16 autocast with precision="bf16"."""
+
+    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
+        super().__init__()
+        self.model, self.bf16 = model, precision == "bf16"
+        self.device_type = next(model.parameters()).device.type
+
+    def forward(self, *args: Any) -> Any:
+        if not self.bf16:
+            return self.model.loss(*args)
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.model.loss(*args)
+
+
+def training_loss(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """How `fit` calls `model.loss`: through DDP under torchrun, compiled with `compile`."""
+    module = distributed.data_parallel(LossOf(model, config.precision))
+    return torch.compile(module) if config.compile else module
+
+
+def set_up_device(device: torch.device, config: TrainConfig) -> None:
+    """Process-wide settings for training on `device`: threads, denormals, TF32; bf16 only where
+    the hardware runs it natively (elsewhere it would be slower than fp32)."""
+    if config.precision == "bf16" and not _native_bf16(device):
+        raise UsageError(
+            f"precision bf16: {device} has no native bfloat16 (CUDA, or a CPU with AVX512-BF16 "
+            "or AMX), where it would be slower than fp32; use --precision fp32"
+        )
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormal gradients of saturated units slow every step
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matrix products on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -105,15 +162,20 @@ def fit(
     config: TrainConfig,
     *,
     start_epoch: int = 0,
+    resume: Progress | None = None,
     quiet: bool = False,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    stop: StopOnSigint | None = None,
 ) -> list[dict[str, Any]]:
-    """Train from `start_epoch` to `config.epochs`; returns one metrics record per epoch.
+    """Train from `start_epoch` (or from within the epoch `resume` left) to `config.epochs`;
+    returns one metrics record per epoch.
 
     Each step: terms = model.loss(x, y, x̃); the KL weight follows the schedule; total.backward();
     optional gradient clipping; optimizer step. Terms are summed on the device and read once per
     epoch, so the loop never waits for the accelerator. A non-finite loss stops training with a
-    TrainingError before the weights it produced are saved.
+    TrainingError before the weights it produced are saved. When `stop.requested` turns true
+    (Ctrl-C), the loop ends after the current step with `Stop(progress)`, or at the end of the
+    epoch, checkpointed, with `Stop(None)` if that step was the epoch's last.
     """
     device = next(model.parameters()).device
     check_every = 1 if device.type == "cpu" else 50  # a check is a host sync on accelerators
@@ -122,36 +184,44 @@ def fit(
     records = []
     warned_collapse = False
     show_bar = not quiet and sys.stderr.isatty()
+    start_epoch = start_epoch if resume is None else resume.epoch
+    loss_of = training_loss(model, config)  # model.loss (through DDP under torchrun)
+    rank, _ = distributed.world()
     for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(epoch_seed(config.seed, epoch))
+        torch.manual_seed(epoch_seed(config.seed, epoch) + rank)  # each process its own dropout
         model.train()
+        noise = train.noise(epoch)
+        first, seen = 0, 0
         sums: dict[str, Tensor] = {}
-        seen = 0
+        if resume is not None and resume.epoch == epoch:
+            first, seen, sums = resume.restore(noise, device)
         started = time.perf_counter()
         bar = tqdm(
             total=steps_per_epoch,
+            initial=first,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             disable=not show_bar,
             leave=False,
             file=sys.stderr,
         )
-        for i, batch in enumerate(train.epoch(epoch)):
+        for i, batch in enumerate(train.epoch(epoch, first, noise), start=first):
             step = epoch * steps_per_epoch + i
             lr = lr_at(config, step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             kl_weight = config.kl_weight(epoch, i / steps_per_epoch)
-            terms = model.loss(batch.x, batch.y, batch.x_in).reweight("kl", kl_weight)
+            terms = loss_of(batch.x, batch.y, batch.x_in).reweight("kl", kl_weight)
             total = terms.total
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            (total * batch.loss_scale).backward()  # loss_scale: 1 but in data-parallel training
             if config.clip_grad is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
             n = batch.x.shape[0]
             for name, value in [*terms.items(), ("loss", total)]:
                 value = value.detach() * n
                 sums[name] = sums[name] + value if name in sums else value
-            if (i + 1) % check_every == 0 and not torch.isfinite(sums["loss"]):
+            stopping = stop is not None and stop.requested and i + 1 < steps_per_epoch
+            if ((i + 1) % check_every == 0 or stopping) and not torch.isfinite(sums["loss"]):
                 bad = [k for k, v in sums.items() if not torch.isfinite(v)]
                 raise TrainingError(
                     f"the loss became non-finite at step {step + 1} (epoch {epoch + 1}; terms: "
@@ -163,13 +233,17 @@ def fit(
             if show_bar and (i % 20 == 0 or i == steps_per_epoch - 1):
                 bar.set_postfix({k: f"{float(v) / seen:.4g}" for k, v in sums.items()})
             bar.update(1)
+            if stopping:
+                bar.close()
+                raise Stop(Progress.capture(epoch, i + 1, seen, sums, noise, device))
         bar.close()
-        seconds = time.perf_counter() - started
+        sums, seen = distributed.end_epoch(model, sums, seen)  # over all processes (torchrun)
         if not torch.isfinite(sums["loss"]):
             raise TrainingError(
                 f"the loss became non-finite in epoch {epoch + 1}; try a lower "
                 "--lr or --clip-grad. The last good checkpoint is kept."
             )
+        seconds = time.perf_counter() - started  # after the check's sync: the device is done
         record: dict[str, Any] = {"epoch": epoch + 1}
         record.update({f"train_{k}": float(v) / seen for k, v in sums.items()})
         started_eval = time.perf_counter()
@@ -194,6 +268,8 @@ def fit(
                 f"{seconds:.1f}s",
                 file=sys.stderr,
             )
+        if stop is not None and stop.requested and epoch + 1 < config.epochs:
+            raise Stop(None)
     return records
 
 
@@ -234,6 +310,7 @@ def make_batches(
         shuffle=True,
         binarize="dynamic" if spec.data.binarize == "dynamic" else "none",
         corruption=corruption,
+        part=distributed.world(),  # under torchrun, this process's slice of each batch
     )
     test_batches = Batches(
         test,
@@ -277,6 +354,7 @@ def make_spec(model: str, options: Mapping[str, Any], train_data: Dataset) -> Ru
     )
 
 
+@distributed.in_process_group
 def train(
     model: str | None = None,
     *,
@@ -288,7 +366,9 @@ def train(
 ) -> ckpt.Run:
     """Train `model` (a registry name) with flat options, e.g. train("dense-ae", epochs=5,
     latent_dim=16, train_subset=5000), writing a run folder; or continue `resume=RUN_DIR`.
-    `tensorboard=True` also logs to RUN_DIR/tensorboard (needs the tensorboard extra)."""
+    `tensorboard=True` also logs to RUN_DIR/tensorboard (needs the tensorboard extra).
+    Under torchrun, data-parallel over its processes; rank 0 writes (aezoo.distributed)."""
+    quiet = quiet or not distributed.is_main()
     if tensorboard:
         from aezoo.tblog import summary_writer_class
 
@@ -297,13 +377,25 @@ def train(
         return _resume(Path(resume), quiet=quiet, tensorboard=tensorboard, **options)
     if model is None:
         raise UsageError("name a model to train (see `aezoo list`), or pass resume=RUN_DIR")
-    preset(model)
-    train_opts, data_opts, _ = split_options(options)
+    train_opts, data_opts, model_opts = split_options(options)
+    preset(model).make_config(**model_opts)  # a bad model option is found before data loads
     data_config = from_dict(DataConfig, data_opts)
-    device = resolve_device(from_dict(TrainConfig, train_opts).device)
+    device = distributed.local_device(resolve_device(from_dict(TrainConfig, train_opts).device))
     train_data, test_data = load_data(data_config)
     spec = make_spec(model, options, train_data)
+    set_up_device(device, spec.train)
+    check_data(spec, train_data, test_data)
     run_dir = Path(out) if out is not None else default_run_dir(model)
+    run_dir = distributed.broadcast_object(run_dir)  # rank 0's name (it holds a timestamp)
+    torch.manual_seed(spec.train.seed)
+    net = build_from_config(spec.model, to_dict(spec.model_config)).to(device)
+    optimizer = make_optimizer(net, spec.train)
+    distributed.on_main(create_run_dir, run_dir, spec)  # the one process that writes
+    return _run(run_dir, spec, net, optimizer, (train_data, test_data), 0, [], quiet, tensorboard)
+
+
+def create_run_dir(run_dir: Path, spec: RunSpec) -> None:
+    """A new, empty run folder holding config.json; an existing non-empty one is an error."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"{run_dir} exists and is not a folder; choose another --out")
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -311,15 +403,14 @@ def train(
             f"{run_dir} already exists and is not empty; choose another --out, or "
             f"continue it with --resume {run_dir}"
         )
-    torch.manual_seed(spec.train.seed)
-    net = build_from_config(spec.model, to_dict(spec.model_config)).to(device)
-    optimizer = make_optimizer(net, spec.train)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot create the run folder {run_dir} ({err.strerror})") from None
-    ckpt.write_json(run_dir / ckpt.CONFIG, spec.to_json())
-    return _run(run_dir, spec, net, optimizer, (train_data, test_data), 0, [], quiet, tensorboard)
+    try:
+        ckpt.write_json(run_dir / ckpt.CONFIG, spec.to_json())
+    except OSError as err:
+        raise UsageError(f"cannot write to the run folder {run_dir} ({err.strerror})") from None
 
 
 def _resume(
@@ -337,17 +428,27 @@ def _resume(
         spec = dataclasses.replace(
             spec, train=dataclasses.replace(spec.train, device=options["device"])
         )
-    device = resolve_device(spec.train.device)
+    device = distributed.local_device(resolve_device(spec.train.device))
+    set_up_device(device, spec.train)
+    if distributed.is_main():
+        ckpt.remove_temporaries(run_dir)  # what a kill in mid-write left
+    # Killed before its first checkpoint: the seed rebuilds the very start, as train() made it.
+    from_start = not (run_dir / ckpt.CHECKPOINT).exists() and not (run_dir / ckpt.WEIGHTS).exists()
+    torch.manual_seed(spec.train.seed)
     net = build_from_config(spec.model, to_dict(spec.model_config)).to(device)
     optimizer = make_optimizer(net, spec.train)
-    epoch, _ = ckpt.load_checkpoint(run_dir, net, optimizer)
+    epoch, state = (0, {}) if from_start else ckpt.load_checkpoint(run_dir, net, optimizer)
+    if from_start and not quiet:
+        print(f"{run_dir} has no checkpoint yet: training from the start", file=sys.stderr)
     records = read_metrics(run_dir)[:epoch]
-    ckpt.atomic_write(
-        run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in records).encode()
-    )
-    return _run(
-        run_dir, spec, net, optimizer, load_data(spec.data), epoch, records, quiet, tensorboard
-    )
+    if distributed.is_main():
+        ckpt.atomic_write(
+            run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in records).encode()
+        )
+    data = load_data(spec.data)
+    check_data(spec, *data)
+    progress = Progress.from_checkpoint(epoch, state)
+    return _run(run_dir, spec, net, optimizer, data, epoch, records, quiet, tensorboard, progress)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -374,22 +475,22 @@ def _run(
     records: list[dict[str, Any]],
     quiet: bool,
     tensorboard: bool = False,
+    progress: Progress | None = None,
 ) -> ckpt.Run:
     device = next(net.parameters()).device
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # denormal gradients of saturated units slow every step
     train_batches, test_batches = make_batches(spec, *data, device)
     metrics_path = run_dir / ckpt.METRICS
     board = None
-    if tensorboard:
+    if tensorboard and distributed.is_main():
         from aezoo.tblog import TensorBoardLog
 
         board = TensorBoardLog(run_dir, net, test_batches, spec.to_json())
 
     def on_epoch(epoch: int, record: dict[str, Any]) -> None:
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        ckpt.save_checkpoint(run_dir, net, optimizer, epoch, {"seed": spec.train.seed})
+        with writing(run_dir, f"epoch {epoch}'s metrics and checkpoint"):
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            ckpt.save_checkpoint(run_dir, net, optimizer, epoch, {"seed": spec.train.seed})
         if board is not None:
             board.log(epoch, record)
 
@@ -400,16 +501,36 @@ def _run(
             file=sys.stderr,
         )
     try:
-        records = records + fit(
-            net,
-            optimizer,
-            train_batches,
-            test_batches,
-            spec.train,
-            start_epoch=start_epoch,
-            quiet=quiet,
-            on_epoch=on_epoch,
-        )
+        with StopOnSigint() as stop:
+            records = records + fit(
+                net,
+                optimizer,
+                train_batches,
+                test_batches,
+                spec.train,
+                start_epoch=start_epoch,
+                resume=progress,
+                quiet=quiet,
+                on_epoch=on_epoch if distributed.is_main() else None,
+                stop=stop,
+            )
+    except Stop as stopped:
+        where = f"after epoch {len(read_metrics(run_dir))}"
+        if stopped.progress is not None and distributed.is_main():
+            state, tensors = stopped.progress.to_checkpoint()
+            with writing(run_dir, "the checkpoint of the interrupted epoch"):
+                ckpt.save_checkpoint(
+                    run_dir,
+                    net,
+                    optimizer,
+                    stopped.progress.epoch,
+                    {"seed": spec.train.seed, **state},
+                    tensors,
+                )
+            where = f"at step {stopped.progress.step} of epoch {stopped.progress.epoch + 1}"
+        raise Interrupted(
+            f"stopped {where}, checkpoint saved; continue with: aezoo train --resume {run_dir}"
+        ) from None
     except KeyboardInterrupt:
         done = len(read_metrics(run_dir))
         raise Interrupted(
@@ -418,7 +539,45 @@ def _run(
     finally:
         if board is not None:
             board.close()
-    return finish_run(run_dir, spec, net, records, test_batches)
+    if not distributed.is_main():  # rank 0 writes the results
+        return ckpt.Run(path=run_dir, model=net.eval(), spec=spec)
+    with writing(run_dir, "the final weights, summary and figures"):
+        return finish_run(run_dir, spec, net, records, test_batches)
+
+
+@contextlib.contextmanager
+def writing(run_dir: Path, what: str) -> Iterator[None]:
+    """An OSError (a full disk, a read-only folder) while writing `what` becomes one clear
+    TrainingError; atomic writes leave the previous checkpoint as it was."""
+    try:
+        yield
+    except OSError as err:
+        raise TrainingError(
+            f"cannot write {what} in {run_dir} ({err.strerror or err}); the last checkpoint is "
+            f"kept: make room, then continue with: aezoo train --resume {run_dir}"
+        ) from None
+
+
+def check_data(spec: RunSpec, train: Dataset, test: Dataset) -> None:
+    """Data the model cannot take is an error before the first step, naming what it expects."""
+    shape = getattr(spec.model_config, "image_shape", None)
+    classes = getattr(spec.model_config, "num_classes", 0)
+    for split, data in (("training", train), ("test", test)):
+        if shape is not None and data.image_shape != tuple(shape):
+            raise UsageError(
+                f"the {split} images of {data.name} are {data.image_shape} (C, H, W); "
+                f"{spec.model} expects {tuple(shape)}"
+            )
+        if classes and data.labels is None:
+            raise UsageError(
+                f"{spec.model} is conditioned on labels, and the {split} set of {data.name} "
+                "has none"
+            )
+        if classes and data.num_classes > classes:
+            raise UsageError(
+                f"the {split} labels of {data.name} go up to {data.num_classes - 1}; "
+                f"{spec.model} takes labels 0..{classes - 1} (num_classes {classes})"
+            )
 
 
 def finish_run(

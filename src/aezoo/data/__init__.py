@@ -26,11 +26,14 @@ ArrayLike = np.ndarray | torch.Tensor
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Images as uint8 [N, C, H, W] (0..255), labels as int64 [N] or None, and a name."""
+    """Images as uint8 [N, C, H, W] (0..255), labels as int64 [N] or None, and a name.
+
+    `mapped`: the images are a memory map of a .npy file, read only where a batch needs them."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str = "array"
+    mapped: bool = False
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -95,7 +98,8 @@ class Dataset:
     def to(self, device: str | torch.device) -> Dataset:
         """The same data set on `device`."""
         labels = None if self.labels is None else self.labels.to(device)
-        return Dataset(self.images.to(device), labels, self.name)
+        images = self.images.to(device)
+        return Dataset(images, labels, self.name, mapped=self.mapped and images is self.images)
 
 
 def _quotas(counts: torch.Tensor, n: int) -> torch.Tensor:
@@ -129,16 +133,27 @@ def load_dataset(
     if path.suffix == ".npz":
         return _from_npz(path, split)
     if path.suffix == ".npy":
-        return _from_arrays(_load_npy(path), None, path.stem)
+        return _from_npy(path)
     images, label_array = load_arrays(str(source), split, data_dir)  # refuses unknown names
     return Dataset(
         torch.from_numpy(images[:, None]), torch.from_numpy(label_array).long(), str(source)
     )
 
 
+def _from_npy(path: Path) -> Dataset:
+    """A .npy file, memory-mapped: uint8 [N, H, W] or [N, C, H, W] images are never read whole
+    (each batch reads its rows), so they may be larger than memory; other dtypes and layouts are
+    converted in memory."""
+    array = _load_npy(path)
+    images = _to_uint8_nchw(array, path.stem)
+    mapped = bool(np.may_share_memory(images, array))
+    return Dataset(torch.from_numpy(images), None, path.stem, mapped=mapped)
+
+
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False)
+        # Copy-on-write map: pages are read on demand; a stray write would stay private.
+        array = np.load(path, mmap_mode="c", allow_pickle=False)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except (OSError, ValueError, EOFError) as err:  # object arrays are a ValueError here

@@ -68,6 +68,9 @@ class Batch:
     x: Tensor  # float [B, C, H, W] in [0, 1], the clean target (binarised under dynamic)
     x_in: Tensor  # x corrupted, or the very same tensor as x when there is no corruption
     y: Tensor | None  # int64 [B]
+    # Data-parallel training: processes × this process's share of the global batch (1 alone).
+    # Scaling the loss by it makes DDP's average of gradients the global batch's gradient.
+    loss_scale: float = 1.0
 
 
 def _epoch_seed(seed: int, index: int) -> int:
@@ -88,7 +91,9 @@ class Batches:
         drop_last: bool = False,
         binarize: Literal["none", "dynamic"] = "none",
         corruption: Corruption | None = None,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
+        """`part` = (rank, processes): yield only this process's slice of each batch."""
         if batch_size < 1:
             raise UsageError(f"batch_size: must be > 0, got {batch_size}")
         if binarize not in ("none", "dynamic"):
@@ -98,42 +103,90 @@ class Batches:
             )
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
         self.drop_last, self.binarize, self.corruption = drop_last, binarize, corruption
+        if len(dataset) == 0:
+            raise UsageError(f"{dataset.name}: no images to make batches of (an empty data set)")
+        self.part = _check_part(part, len(dataset), batch_size, drop_last)
         self.device = torch.device(device)
+        self.mapped = dataset.mapped  # a memory-mapped file: read batch by batch, never whole
         self.images, self.labels = _place(dataset, self.device)
 
     def __len__(self) -> int:
         n = len(self.images)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def epoch(self, index: int) -> Iterator[Batch]:
-        """The batches of epoch `index` (from 0): one permutation, drawn from (seed, index)."""
-        epoch_seed = _epoch_seed(self.seed, index)
+    def noise(self, index: int) -> torch.Generator:
+        """A fresh generator for epoch `index`'s pixel noise (binarisation, corruption)."""
+        noise = torch.Generator(device=self.device)
+        stream = _NOISE_STREAM * (1 + self.part[0])  # each process its own noise
+        return noise.manual_seed((_epoch_seed(self.seed, index) + stream) % 2**63)
+
+    def epoch(
+        self, index: int, start: int = 0, noise: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        """The batches of epoch `index` (from 0): one permutation, drawn from (seed, index).
+
+        A resumed epoch skips its first `start` batches and passes the `noise` generator in the
+        state where they left it (default: `self.noise(index)`, as at the epoch's start)."""
         if self.shuffle:
             # The order comes from a CPU generator, so it is the same on every device.
-            shuffler = torch.Generator().manual_seed(epoch_seed)
+            shuffler = torch.Generator().manual_seed(_epoch_seed(self.seed, index))
             order = torch.randperm(len(self.images), generator=shuffler)
         else:
             order = torch.arange(len(self.images))
         order = order.to(self.images.device)
-        noise = torch.Generator(device=self.device)
-        noise.manual_seed((epoch_seed + _NOISE_STREAM) % 2**63)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield self._batch(order[start : start + self.batch_size], noise)
+        noise = self.noise(index) if noise is None else noise
+        for first in range(start * self.batch_size, len(self) * self.batch_size, self.batch_size):
+            yield self._batch(order[first : first + self.batch_size], noise)
 
     def _batch(self, rows: Tensor, noise: torch.Generator) -> Batch:
-        x = self.images.index_select(0, rows).to(self.device, non_blocking=True)
+        rank, processes = self.part
+        loss_scale = 1.0
+        if processes > 1:  # this process's contiguous slice of the global batch
+            n = len(rows)
+            rows = rows[n * rank // processes : n * (rank + 1) // processes]
+            loss_scale = processes * len(rows) / n
+        x = self._rows(self.images, rows).to(self.device, non_blocking=True)
         x = x.float().div_(255)  # (B, C, H, W) in [0, 1]
         y = None
         if self.labels is not None:
-            y = self.labels.index_select(0, rows).to(self.device, non_blocking=True)
+            y = self._rows(self.labels, rows).to(self.device, non_blocking=True)
         if self.binarize == "dynamic":
             x = torch.bernoulli(x, generator=noise)
         x_in = x if self.corruption is None else self.corruption(x, noise)
-        return Batch(x, x_in, y)
+        return Batch(x, x_in, y, loss_scale)
+
+    def _rows(self, tensor: Tensor, rows: Tensor) -> Tensor:
+        """tensor[rows]; from a memory-mapped file they are read in ascending order (nearby rows
+        share pages and read-ahead) and put back in the order asked for."""
+        if not self.mapped:
+            return tensor.index_select(0, rows)
+        ascending, where = rows.sort()
+        out = torch.empty((len(rows), *tensor.shape[1:]), dtype=tensor.dtype)
+        out[where] = tensor.index_select(0, ascending)
+        return out
+
+
+def _check_part(
+    part: tuple[int, int], images: int, batch_size: int, drop_last: bool
+) -> tuple[int, int]:
+    """(rank, processes), checked: every process must get at least one image of every batch."""
+    rank, processes = part
+    if not 0 <= rank < processes:
+        raise UsageError(f"part: expected (rank, processes) with 0 <= rank < processes, got {part}")
+    smallest = batch_size if drop_last else images % batch_size or batch_size
+    if processes > 1 and smallest < processes:
+        raise UsageError(
+            f"batch_size {batch_size} over {images} images makes a batch of {smallest}, too "
+            f"few for {processes} processes to share; choose another batch size"
+        )
+    return rank, processes
 
 
 def _place(dataset: Dataset, device: torch.device) -> tuple[Tensor, Tensor | None]:
-    """The images and labels on `device`, or pinned on the CPU when the device lacks memory."""
+    """The images and labels on `device`, or pinned on the CPU when the device lacks memory; a
+    memory-mapped data set stays in its file."""
+    if dataset.mapped:
+        return dataset.images, dataset.labels
     try:
         moved = dataset.to(device)
     except torch.cuda.OutOfMemoryError:

@@ -59,7 +59,7 @@ MODELS: dict[str, Preset] = {
         "strided-conv encoder 28→14→7→4 + BatchNorm, 128-d linear "
         "bottleneck, transposed-conv decoder",
         {"arch": "conv", "latent_dim": 128},
-        training={"lr": 3e-3},
+        training={"lr": 2e-3, "lr_schedule": "warmdown"},
     ),
     "upsample-ae": Preset(
         AE,
@@ -73,6 +73,7 @@ MODELS: dict[str, Preset] = {
         VAEConfig,
         "VAE, MLP 784-400-400, μ and log σ² heads, latent 20, Bernoulli likelihood",
         {"arch": "dense", "latent_dim": 20},
+        training={"lr": 2e-3},
     ),
     "conv-vae": Preset(
         VAE,
@@ -98,12 +99,14 @@ MODELS: dict[str, Preset] = {
         "VQ-VAE, stride-2 convs to a 7×7 grid of 64-d "
         "vectors, 512 codes (EMA, restarts, k-means init), transposed convs",
         {"arch": "conv"},
+        training={"lr": 2e-3},
     ),
     "dense-vqvae": Preset(
         VQVAE,
         VQVAEConfig,
         "VQ-VAE with one code per image: MLP 784-256-128-64, 512 codes, MLP decoder",
         {"arch": "dense"},
+        training={"lr": 2e-3},
     ),
 }
 

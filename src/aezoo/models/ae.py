@@ -18,7 +18,7 @@ from aezoo.config import option, validate
 from aezoo.errors import UsageError
 from aezoo.losses import reconstruction_loss
 from aezoo.models.blocks import ConvEncoder, TransposedDecoder, UpsampleDecoder, conv_sizes, mlp
-from aezoo.models.terms import Terms, check_images, check_latent
+from aezoo.models.terms import Terms, check_images, check_latent, check_targets
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ class AE(nn.Module):
 
     def loss(self, x: Tensor, y: Tensor | None = None, x_in: Tensor | None = None) -> Terms:
         """recon = Σ_pixels ℓ(g(f(x̃)), x) per image, batch mean; x̃ = x_in (corrupted) or x."""
+        check_targets(self, x, x_in, bernoulli=self.config.loss == "bce")
         logits = self.decode_logits(self.encode(x if x_in is None else x_in))
         recon = reconstruction_loss(logits, x, self.config.loss).mean()
         return Terms({"recon": recon}, weights={"recon": 1.0})

@@ -97,6 +97,9 @@ class VectorQuantizer(nn.Module):
 
     # --- forward: loss terms, and in training the codebook and usage updates ----------------
     def forward(self, z_e: Tensor) -> Quantized:
+        if torch.is_autocast_enabled(z_e.device.type):  # bf16 training: codes found in fp32
+            with torch.autocast(z_e.device.type, enabled=False):
+                return self.forward(z_e.float())
         if self.training:
             self._maybe_initialise(z_e.detach())
         indices = self.nearest(z_e)  # (...)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from aezoo.errors import UsageError
 
@@ -60,3 +61,31 @@ def check_latent(z: Tensor, latent_shape: Sequence[int]) -> None:
         raise UsageError(
             f"expected latents of shape (B, {', '.join(map(str, latent_shape))}), got {got}"
         )
+
+
+@torch.compiler.disable  # host-side reads: under --compile it runs as plain Python
+def check_targets(
+    model: nn.Module, x: Tensor, x_in: Tensor | None = None, *, bernoulli: bool = False
+) -> None:
+    """On a model's first `loss` call, reject NaN or infinite pixels, and targets outside [0, 1]
+    under a Bernoulli likelihood, saying what came. Only the first: the check reads the batch
+    back to the host, a stall per step on an accelerator, and a wrongly scaled data set shows in
+    its first batch (aezoo's own data is checked once, when loaded)."""
+    if getattr(model, "_targets_checked", False):
+        return
+    check_images(x, model.config.image_shape)
+    for name, t in (("images", x), ("input images", x_in)):
+        if t is not None and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise UsageError(
+                f"expected finite pixel values, got NaN or infinite {name} ({bad} of "
+                f"{t.numel()} values)"
+            )
+    if bernoulli:
+        low, high = (float(v) for v in torch.aminmax(x))
+        if low < 0.0 or high > 1.0:
+            raise UsageError(
+                f"expected pixel values in [0, 1] for the Bernoulli likelihood (bce), got "
+                f"{low:g}..{high:g} (images as floats 0..1, e.g. uint8 / 255)"
+            )
+    model._targets_checked = True

@@ -28,7 +28,7 @@ from aezoo.models.blocks import (
     one_hot,
     sample_labels,
 )
-from aezoo.models.terms import Terms, check_images, check_latent
+from aezoo.models.terms import Terms, check_images, check_latent, check_targets
 
 ACTIVE_THRESHOLD = 0.01  # a unit is active when Cov_x(E_q[z|x]) exceeds this (Burda et al. 2015)
 
@@ -169,6 +169,7 @@ class VAE(nn.Module):
 
         `kl` is the optimised term (floored per dimension under free bits); `elbo` is the negative
         ELBO recon + KL and `kl_true` the unfloored KL (diagnostics, not optimised)."""
+        check_targets(self, x, x_in, bernoulli=self.config.likelihood == "bernoulli")
         mu, log_var = self.posterior(x if x_in is None else x_in, y)  # (B, D) each
         z = self.reparameterize(mu, log_var)  # (B, D)
         recon = self.nll(self.decode_logits(z, y), x)  # −log p(x|z), (B,)

@@ -23,7 +23,7 @@ from aezoo.errors import UsageError
 from aezoo.losses import reconstruction_loss
 from aezoo.models.blocks import ConvEncoder, TransposedDecoder, conv_sizes, mlp
 from aezoo.models.quantizer import VectorQuantizer, perplexity
-from aezoo.models.terms import Terms, check_images, check_latent
+from aezoo.models.terms import Terms, check_images, check_latent, check_targets
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,7 @@ class VQVAE(nn.Module):
 
     def loss(self, x: Tensor, y: Tensor | None = None, x_in: Tensor | None = None) -> Terms:
         """recon (Σ_pixels per image) + codebook + β·commitment (Σ over the grid per image)."""
+        check_targets(self, x, x_in, bernoulli=self.config.loss == "bce")
         q = self.quantizer(self._encode_e(x if x_in is None else x_in))
         logits = self.decoder(q.z_q.movedim(-1, 1))  # (B, C, H, W)
         recon = reconstruction_loss(logits, x, self.config.loss).mean()
