@@ -1,7 +1,8 @@
 """Rewrite the README's model table from the benchmark results in benchmarks/results/*.json.
 
 The table sits between `<!-- models:start -->` and `<!-- models:end -->`; every figure in it is
-read from a result file written by a benchmark script, never typed by hand.
+read from a result file written by a benchmark script (foundation.py, vae.py, vqvae.py), never
+typed by hand. Rows whose benchmark has not been run are left out.
 
     python benchmarks/readme_table.py
 """
@@ -10,44 +11,75 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- models:start -->", "<!-- models:end -->"
+HEADER = [
+    "| model | setting | params | epochs | metric | aezoo | tutorial recipe | target | met |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
 
 
-def rows() -> list[str]:
-    lines = [
-        "| model | options | params | test MSE (classic recipe) | test MSE (aezoo defaults) "
-        "| target | train s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    default = RESULTS / "foundation-default.json"
-    classic = RESULTS / "foundation-classic.json"
-    if not default.exists():
-        return lines
-    ours = {r["case"]: r for r in json.loads(default.read_text())["rows"]}
-    ref = (
-        {r["case"]: r for r in json.loads(classic.read_text())["rows"]} if classic.exists() else {}
-    )
+def _rows(name: str) -> dict[str, dict[str, Any]]:
+    path = RESULTS / f"{name}.json"
+    return {r["case"]: r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
+
+
+def _setting(options: dict[str, Any]) -> str:
+    shown = {k: v for k, v in options.items() if k not in ("lr", "lr_schedule")}
+    return ", ".join(f"`{k}={v}`" for k, v in shown.items()) or "defaults"
+
+
+def _fmt(value: float, metric: str) -> str:
+    return f"{value:.5f}" if "mse" in metric else f"{value:.4g}"
+
+
+def foundation() -> Iterator[str]:
+    ours, classic = _rows("foundation-default"), _rows("foundation-classic")
     for case, r in ours.items():
-        opts = (
-            ", ".join(f"{k}={v}" for k, v in r["options"].items() if k not in ("lr", "lr_schedule"))
-            or "defaults"
+        ref = f"{classic[case]['test_mse']:.5f}" if case in classic else "—"
+        yield (
+            f"| `{r['model']}` | {_setting(r['options'])} | {r['params']:,} | {r['epochs']} | "
+            f"test MSE | **{r['test_mse']:.5f}** | {ref} | ≤ {r['target']} | "
+            f"{'yes' if r['meets_target'] else 'no'} |"
         )
-        classic_mse = f"{ref[case]['test_mse']:.5f}" if case in ref else "—"
-        lines.append(
-            f"| `{r['model']}` | {opts} | {r['params']:,} | {classic_mse} | "
-            f"**{r['test_mse']:.5f}** | <= {r['target']} | {r['train_seconds']:.0f} |"
+
+
+def vae() -> Iterator[str]:
+    for r in _rows("vae").values():
+        if r.get("target") is None or r.get("value") is None:
+            continue
+        yield (
+            f"| `{r['model']}` | {_setting(r['options'])} | {r['params']:,} | {r['epochs']} | "
+            f"{r['metric']} | **{_fmt(r['value'], r['metric'])}** | — | "
+            f"{r['compares'].replace('<=', '≤').replace('>=', '≥')} {r['target']} | "
+            f"{'yes' if r.get('meets_target') else 'no'} |"
         )
-    return lines
+
+
+def vqvae() -> Iterator[str]:
+    rows = _rows("vqvae")
+    for case, r in rows.items():
+        if not r.get("targets") or r.get("test_mse") is None:
+            continue
+        used = f"{r['test_codes_used_pct']:.1f}% codes" if r.get("test_codes_used_pct") else ""
+        targets = "; ".join(f"{k} {v}" for k, v in r["targets"].items())
+        yield (
+            f"| `conv-vqvae` | {case}: {_setting(r['options'])} | {r['params']:,} | "
+            f"{r['epochs']} | test MSE, codes used | **{r['test_mse']:.5f}**, {used} | — | "
+            f"{targets.replace('<=', '≤').replace('>=', '≥')} | "
+            f"{'yes' if r.get('meets_target') else 'no'} |"
+        )
 
 
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    block = "\n".join([START, *rows(), END])
+    block = "\n".join([START, *HEADER, *foundation(), *vae(), *vqvae(), END])
     if START in text:
         text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
     else:

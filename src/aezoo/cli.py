@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
@@ -222,6 +223,19 @@ def _add_latent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
 
 
+def _options(args: argparse.Namespace, *own: str) -> dict[str, Any]:
+    """The config options given on the command line: every parsed value but the command's own."""
+    skip = {"command", "debug", *own}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def _refresh_report(run_dir: str) -> None:
+    """Rewrite a run's report.html so it shows the figures a command just added."""
+    from aezoo.report import write_report
+
+    print(f"report: {write_report(run_dir)}")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from aezoo.models import MODELS, build, count_parameters
 
@@ -236,11 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from aezoo.distributed import is_main
     from aezoo.train import train
 
-    options = {
-        k: v
-        for k, v in vars(args).items()
-        if k not in ("command", "debug", "model", "resume", "out", "quiet", "tensorboard")
-    }
+    options = _options(args, "model", "resume", "out", "quiet", "tensorboard")
     run = train(
         args.model,
         out=args.out,
@@ -299,20 +309,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
         temperature=args.temperature,
     ):
         print(path)
+    _refresh_report(args.run_dir)
     return 0
 
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
     from aezoo.prior import PRIOR_DIR, train_prior
 
-    options = {
-        k: v
-        for k, v in vars(args).items()
-        if k not in ("command", "debug", "run_dir", "conditional", "quiet")
-    }
+    options = _options(args, "run_dir", "conditional", "quiet")
     _, summary = train_prior(
         args.run_dir, conditional=args.conditional, quiet=args.quiet, **options
     )
+    _refresh_report(args.run_dir)
     print(f"prior folder: {Path(args.run_dir) / PRIOR_DIR}")
     for key, value in summary.items():
         print(f"  {key}: {value:.6g}" if isinstance(value, float) else f"  {key}: {value}")
@@ -322,11 +330,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
 def cmd_codebook_study(args: argparse.Namespace) -> int:
     from aezoo.codebook_study import codebook_study
 
-    options = {
-        k: v
-        for k, v in vars(args).items()
-        if k not in ("command", "debug", "sizes", "out", "quiet")
-    }
+    options = _options(args, "sizes", "out", "quiet")
     result = codebook_study(args.out, tuple(args.sizes), quiet=args.quiet, **options)
     print(result.table)
     print(f"study folder: {result.path}")
@@ -338,30 +342,18 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
     for path in explore_run(args.run_dir, args.sampler, args.tsne_points, args.seed, args.device):
         print(path)
+    _refresh_report(args.run_dir)
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from aezoo.sweep import sweep
 
-    options = {
-        k: v
-        for k, v in vars(args).items()
-        if k not in ("command", "debug", "model", "beta", "out", "quiet")
-    }
+    options = _options(args, "model", "beta", "out", "quiet")
     result = sweep(args.model, args.beta, out=args.out, quiet=args.quiet, **options)
     print(result.table)
     print(f"sweep folder: {result.path}")
     return 0
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "list": cmd_list,
-    "train": cmd_train,
-    "eval": cmd_eval,
-}
-COMMANDS.update(sample=cmd_sample, explore=cmd_explore, sweep=cmd_sweep)
-COMMANDS.update({"train-prior": cmd_train_prior, "codebook-study": cmd_codebook_study})
 
 
 def _add_results_parsers(sub: Any) -> None:
@@ -405,11 +397,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_zoo(args: argparse.Namespace) -> int:
     from aezoo.zoo import zoo
 
-    options = {
-        k: v
-        for k, v in vars(args).items()
-        if k not in ("command", "debug", "models", "out", "quiet")
-    }
+    options = _options(args, "models", "out", "quiet")
     result = zoo(args.models, out=args.out, quiet=args.quiet, **options)
     print(result.table)
     print(f"zoo folder: {result.path} (open {result.path / 'zoo.html'})")
@@ -422,9 +410,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     rows = list_runs(args.folder)
     print(runs_table(rows) if rows else f"no runs in {args.folder}")
     return 0
-
-
-COMMANDS.update(report=cmd_report, zoo=cmd_zoo, runs=cmd_runs)
 
 
 def _add_anomaly_parsers(sub: Any) -> None:
@@ -527,9 +512,8 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
     from aezoo import anomaly_protocols as protocols
     from aezoo.checkpoint import atomic_write
 
-    own = {
-        "command",
-        "debug",
+    options = _options(
+        args,
         "protocol",
         "score",
         "out",
@@ -543,8 +527,7 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
         "fit_on",
         "test_fraction",
         "split_seed",
-    }
-    options = {k: v for k, v in vars(args).items() if k not in own}
+    )
     common = {"scores": args.score, "out": args.out, "quiet": args.quiet, **options}
     if args.protocol == "mnist-holdout":
         result = protocols.mnist_holdout(args.anomaly, model=args.model, **common)
@@ -568,9 +551,6 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
         atomic_write(Path(args.json), (text + "\n").encode())
     print(result.get("table", text))
     return 0
-
-
-COMMANDS.update(anomaly=cmd_anomaly)
 
 
 def _add_bench_parser(sub: Any) -> None:
@@ -639,7 +619,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.update(bench=cmd_bench)
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "list": cmd_list,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "sample": cmd_sample,
+    "explore": cmd_explore,
+    "sweep": cmd_sweep,
+    "train-prior": cmd_train_prior,
+    "codebook-study": cmd_codebook_study,
+    "report": cmd_report,
+    "zoo": cmd_zoo,
+    "runs": cmd_runs,
+    "anomaly": cmd_anomaly,
+    "bench": cmd_bench,
+}
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
@@ -668,3 +662,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"aezoo: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `aezoo runs | head`: the reader left early, which is no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0

@@ -73,7 +73,6 @@ MODELS: dict[str, Preset] = {
         VAEConfig,
         "VAE, MLP 784-400-400, μ and log σ² heads, latent 20, Bernoulli likelihood",
         {"arch": "dense", "latent_dim": 20},
-        training={"lr": 2e-3},
     ),
     "conv-vae": Preset(
         VAE,
