@@ -191,7 +191,7 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine", "warmdown"] = option(
         "cosine",
         "learning-rate schedule over all steps: constant; cosine decay to lr/100; or warmdown "
-        "(constant, then linear decay to lr/100 over the second half of the steps)",
+        "(constant, then linear decay to lr/100 over the last 30% of the steps)",
     )
     weight_decay: float = option(0.0, "AdamW decoupled weight decay", low=0.0)
     clip_grad: float | None = option(
