@@ -1,8 +1,8 @@
-"""Rewrite the README's model table from the benchmark results in benchmarks/results/*.json.
+"""Rewrite the README's model table and docs/benchmarks.md's tables from benchmarks/results/.
 
-The table sits between `<!-- models:start -->` and `<!-- models:end -->`; every figure in it is
-read from a result file written by a benchmark script (foundation.py, vae.py, vqvae.py), never
-typed by hand. Rows whose benchmark has not been run are left out.
+Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->`; every figure in it is read
+from a result file written by a benchmark script, never typed by hand. A table whose benchmark has
+not been run says so.
 
     python benchmarks/readme_table.py
 """
@@ -17,7 +17,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-START, END = "<!-- models:start -->", "<!-- models:end -->"
 HEADER = [
     "| model | setting | params | epochs | metric | aezoo | tutorial recipe | target | met |",
     "|---|---|---|---|---|---|---|---|---|",
@@ -76,16 +75,80 @@ def vqvae() -> Iterator[str]:
         )
 
 
+def _file(name: str) -> list[str]:
+    """A Markdown table a benchmark wrote (without its title lines)."""
+    path = RESULTS / name
+    if not path.exists():
+        return [f"*Not run yet: `{path.relative_to(ROOT)}` does not exist.*"]
+    return [line for line in path.read_text().splitlines() if line.startswith("|")]
+
+
+def _json(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def feeding() -> list[str]:
+    lines = [
+        "| model | images | threads | aezoo s/epoch | reference s/epoch | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in sorted(RESULTS.glob("feeding-*.json")):
+        r = json.loads(path.read_text())
+        lines.append(
+            f"| `{r['model']}` | {r['images']:,} | {r['threads']} | "
+            f"{r['aezoo_median_s']:.2f} | {r['reference_median_s']:.2f} | "
+            f"**{r['speedup']:.2f}x** |"
+        )
+    return lines
+
+
+def checkpoint_overhead() -> list[str]:
+    r = _json("checkpoint-overhead.json")
+    if r is None:
+        return ["*Not run yet.*"]
+    return ["```json", json.dumps(r, indent=2), "```"]
+
+
+def zoo_timing() -> list[str]:
+    r = _json("zoo-timing.json")
+    if r is None:
+        return ["*Not run yet.*"]
+    return [
+        f"`{r['command']}`: **{r['seconds']:.0f} s** wall-clock on {r['machine']} "
+        f"({r['models']} models); the page `zoo.html` opened in headless Chromium "
+        "without console errors in `tests/test_zoo.py`."
+    ]
+
+
+def _replace(path: Path, name: str, lines: list[str]) -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text()
+    if start not in text:
+        return
+    block = "\n".join([start, *lines, end])
+    path.write_text(
+        re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    )
+
+
 def main() -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    block = "\n".join([START, *HEADER, *foundation(), *vae(), *vqvae(), END])
-    if START in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.replace("MODEL_TABLE", block)
-    readme.write_text(text)
-    print(block)
+    _replace(ROOT / "README.md", "models", [*HEADER, *foundation(), *vae(), *vqvae()])
+    docs = ROOT / "docs" / "benchmarks.md"
+    tables = {
+        "foundation-table": [*_file("foundation-default.md"), "", *_file("foundation-classic.md")],
+        "feeding-table": feeding(),
+        "vae-table": _file("vae.md"),
+        "vq-table": _file("vqvae.md"),
+        "anomaly-grid": _file("anomaly.md"),
+        "anomaly-tabular": _file("anomaly-tabular.md"),
+        "checkpoint-overhead": checkpoint_overhead(),
+        "zoo-timing": zoo_timing(),
+        "mmap-table": _file("mmap_memory.md"),
+    }
+    for name, lines in tables.items():
+        _replace(docs, name, lines)
+    print("rewrote README.md and docs/benchmarks.md")
 
 
 if __name__ == "__main__":

@@ -322,3 +322,29 @@ def test_train_refuses_bad_options_before_writing(tiny_run: Any, tmp_path: Path)
     with pytest.raises(UsageError, match="name a model"):
         aezoo.train(out=out)
     assert not out.exists()
+
+
+def test_detect_anomaly_stops_at_the_first_nan_gradient(tmp_path, monkeypatch):
+    """--detect-anomaly turns autograd's NaN check on and ends in one TrainingError line."""
+    from aezoo.models.ae import AE
+    from aezoo.models.terms import Terms
+
+    original = AE.loss
+
+    def nan_loss(self, x, y=None, x_in=None):
+        terms = original(self, x, y, x_in)
+        return Terms({"recon": terms["recon"] * torch.tensor(float("nan"))}, terms.weights)
+
+    monkeypatch.setattr(AE, "loss", nan_loss)
+    with pytest.warns(UserWarning), pytest.raises(TrainingError, match="anomaly detection"):
+        aezoo.train(
+            "dense-ae",
+            out=tmp_path / "run",
+            epochs=1,
+            train_subset=200,
+            test_subset=100,
+            detect_anomaly=True,
+            quiet=True,
+            device="cpu",
+        )
+    assert not (tmp_path / "run" / "model.safetensors").exists()

@@ -76,24 +76,28 @@ class Settings:
 
 # --- the tutorial reference pipeline -------------------------------------------------------
 class PILMNIST(TorchDataset):
-    """One PIL image per sample, converted like torchvision's ToTensor."""
+    """torchvision's MNIST with its ToTensor transform, step for step (torchvision is not a
+    dependency): a uint8 torch tensor indexed per sample, one PIL image, then ToTensor's copy to
+    a (H, W, 1) tensor, permute to (1, H, W), contiguous, float, /255."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images, self.labels = images, labels
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.data, self.targets = images, labels  # (N, H, W) uint8, (N,) int64
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.data)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = Image.fromarray(self.images[i], mode="L")
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).float().div(255).unsqueeze(0)
-        return x, int(self.labels[i])
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        img, target = self.data[index], int(self.targets[index])
+        pic = Image.fromarray(img.numpy(), mode="L")
+        x = torch.from_numpy(np.array(pic, np.uint8, copy=True))  # ToTensor from here on
+        x = x.view(pic.size[1], pic.size[0], 1).permute((2, 0, 1)).contiguous()
+        return x.to(dtype=torch.get_default_dtype()).div(255), target
 
 
 def reference_loader(data: Dataset, batch_size: int = 128) -> DataLoader:
     """The tutorial feeding of a (1-channel) data set: DataLoader over PILMNIST, shuffled."""
     labels = data.labels if data.labels is not None else torch.zeros(len(data), dtype=torch.long)
-    dataset = PILMNIST(data.images[:, 0].cpu().numpy(), labels.cpu().numpy())
+    dataset = PILMNIST(data.images[:, 0].cpu(), labels.cpu())
     return DataLoader(dataset, batch_size=batch_size, shuffle=True)
 
 

@@ -197,6 +197,11 @@ class TrainConfig:
     clip_grad: float | None = option(
         None, "clip the gradient's global L2 norm to this value", positive=True
     )
+    detect_anomaly: bool = option(
+        False,
+        "autograd anomaly detection: stop at the first NaN gradient and name the forward "
+        "operation that made it (slow; for debugging)",
+    )
     kl_warmup: int = option(0, "KL weight rises linearly 0→β over this many epochs", low=0)
     kl_cycles: int = option(
         0, "cyclical KL annealing: this many 0→β ramps over training (Fu et al. 2019)", low=0

@@ -154,6 +154,25 @@ def _native_bf16(device: torch.device) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def anomaly_detection(enabled: bool) -> Iterator[None]:
+    """With `enabled`, autograd checks every backward op for NaN and names the forward op that
+    made it (PyTorch prints that op's traceback as a warning); slow, for debugging only."""
+    if not enabled:
+        yield
+        return
+    with torch.autograd.detect_anomaly(check_nan=True):
+        try:
+            yield
+        except RuntimeError as err:
+            if "returned nan values" not in str(err):
+                raise
+            raise TrainingError(
+                f"autograd anomaly detection: {err}; the forward operation that made it is in "
+                "the warning above. The last good checkpoint is kept."
+            ) from None
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -501,7 +520,7 @@ def _run(
             file=sys.stderr,
         )
     try:
-        with StopOnSigint() as stop:
+        with StopOnSigint() as stop, anomaly_detection(spec.train.detect_anomaly):
             records = records + fit(
                 net,
                 optimizer,

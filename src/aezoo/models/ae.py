@@ -37,6 +37,12 @@ class AEConfig:
         (32, 64, 128), "conv/upsample: channels of each stride-2 stage", positive=True
     )
     batchnorm: bool = option(True, "conv/upsample: BatchNorm after each convolution")
+    head: int = option(
+        0,
+        "conv/upsample: channels of one more 3×3 convolution at full resolution before the "
+        "output (0: the last up-sampling stage emits the image)",
+        low=0,
+    )
     dropout: float = option(
         0.0, "dropout on the encoder's input (the classic denoising AE)", low=0.0, high=0.95
     )
@@ -81,7 +87,7 @@ class AE(nn.Module):
                 nn.Linear(config.latent_dim, math.prod(feat)),
                 nn.ReLU(),
                 nn.Unflatten(1, feat),
-                decoder(config.channels[::-1], c, sizes[::-1], config.batchnorm),
+                decoder(config.channels[::-1], c, sizes[::-1], config.batchnorm, config.head),
             )
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:

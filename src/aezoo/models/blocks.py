@@ -64,8 +64,16 @@ class ConvEncoder(nn.Module):
         return self.net(x)
 
 
+def _with_head(layers: list[nn.Module], head: int, out_channels: int, batchnorm: bool) -> None:
+    """With `head` > 0 the last stage emits `head` channels, and one more 3×3 convolution at full
+    resolution maps them to the output logits: a non-linear step where the pixels are made."""
+    if head:
+        layers += [_norm(head, batchnorm), nn.ReLU(), nn.Conv2d(head, out_channels, 3, 1, 1)]
+
+
 class TransposedDecoder(nn.Module):
-    """ConvTranspose2d stages retracing `sizes` (smallest first); the last stage emits logits."""
+    """ConvTranspose2d stages retracing `sizes` (smallest first); the last stage (or `head`)
+    emits logits."""
 
     def __init__(
         self,
@@ -73,9 +81,10 @@ class TransposedDecoder(nn.Module):
         out_channels: int,
         sizes: Sequence[tuple[int, int]],
         batchnorm: bool = True,
+        head: int = 0,
     ) -> None:
         super().__init__()
-        outs = [*channels[1:], out_channels]
+        outs = [*channels[1:], head or out_channels]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(channels, outs, strict=True)):
             (h, w), (th, tw) = sizes[i], sizes[i + 1]
@@ -88,11 +97,12 @@ class TransposedDecoder(nn.Module):
                     2,
                     1,
                     output_padding=pad,
-                    bias=not batchnorm or i == len(outs) - 1,
+                    bias=not batchnorm or (i == len(outs) - 1 and not head),
                 )
             )
             if i < len(outs) - 1:
                 layers += [_norm(c_out, batchnorm), nn.ReLU()]
+        _with_head(layers, head, out_channels, batchnorm)
         self.net = nn.Sequential(*layers)
 
     def forward(self, h: Tensor) -> Tensor:
@@ -109,18 +119,20 @@ class UpsampleDecoder(nn.Module):
         out_channels: int,
         sizes: Sequence[tuple[int, int]],
         batchnorm: bool = True,
+        head: int = 0,
     ) -> None:
         super().__init__()
-        outs = [*channels[1:], out_channels]
+        outs = [*channels[1:], head or out_channels]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(channels, outs, strict=True)):
-            last = i == len(outs) - 1
+            last = i == len(outs) - 1 and not head
             layers += [
                 nn.Upsample(size=sizes[i + 1], mode="bilinear", align_corners=False),
                 nn.Conv2d(c_in, c_out, 3, 1, 1, bias=not batchnorm or last),
             ]
-            if not last:
+            if i < len(outs) - 1:
                 layers += [_norm(c_out, batchnorm), nn.ReLU()]
+        _with_head(layers, head, out_channels, batchnorm)
         self.net = nn.Sequential(*layers)
 
     def forward(self, h: Tensor) -> Tensor:
