@@ -80,7 +80,13 @@ def _file(name: str) -> list[str]:
     path = RESULTS / name
     if not path.exists():
         return [f"*Not run yet: `{path.relative_to(ROOT)}` does not exist.*"]
-    return [line for line in path.read_text().splitlines() if line.startswith("|")]
+    lines: list[str] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines and lines[-1]:
+            lines.append("")  # keeps two tables apart
+    return lines[:-1] if lines and not lines[-1] else lines
 
 
 def _json(name: str) -> dict[str, Any] | None:
@@ -134,6 +140,7 @@ def _replace(path: Path, name: str, lines: list[str]) -> None:
 
 def main() -> None:
     _replace(ROOT / "README.md", "models", [*HEADER, *foundation(), *vae(), *vqvae()])
+    _replace(ROOT / "README.md", "zoo", _file("zoo.md"))
     docs = ROOT / "docs" / "benchmarks.md"
     tables = {
         "foundation-table": [*_file("foundation-default.md"), "", *_file("foundation-classic.md")],
@@ -145,6 +152,7 @@ def main() -> None:
         "checkpoint-overhead": checkpoint_overhead(),
         "zoo-timing": zoo_timing(),
         "mmap-table": _file("mmap_memory.md"),
+        "bench-table": _file("bench-cpu.md"),
     }
     for name, lines in tables.items():
         _replace(docs, name, lines)

@@ -31,6 +31,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, 2-core CPU",
     }
     (RESULTS / "zoo-timing.json").write_text(json.dumps(result, indent=2) + "\n")
+    shutil.copy(out / "zoo.md", RESULTS / "zoo.md")  # the README's "zoo at a glance" table
     print(f"{result['command']}: {seconds:.0f} s for {models} models")
 
 

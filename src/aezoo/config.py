@@ -191,7 +191,13 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine", "warmdown"] = option(
         "cosine",
         "learning-rate schedule over all steps: constant; cosine decay to lr/100; or warmdown "
-        "(constant, then linear decay to lr/100 over the last 30% of the steps)",
+        "(constant, then linear decay to lr/100 over the last --warmdown fraction of the steps)",
+    )
+    warmdown: float = option(
+        0.3,
+        "lr_schedule warmdown: the fraction of steps, at the end, over which lr decays",
+        positive=True,
+        high=1.0,
     )
     weight_decay: float = option(0.0, "AdamW decoupled weight decay", low=0.0)
     clip_grad: float | None = option(

@@ -37,7 +37,6 @@ from aezoo.evaluate import evaluate
 from aezoo.models import build_from_config, count_parameters, preset
 from aezoo.resume import Progress, Stop, StopOnSigint
 
-WARMDOWN = 0.3  # the fraction of steps over which lr_schedule="warmdown" decays
 TEST_SEED = 12345  # fixes the test set's corruption and binarisation across runs
 COLLAPSE_KL = 0.5  # nats per image: below this total KL the latent code carries almost nothing
 
@@ -91,7 +90,8 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
     if config.lr_schedule == "cosine":
         return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
     if config.lr_schedule == "warmdown":
-        decay = max(0.0, (progress - (1.0 - WARMDOWN)) / WARMDOWN)  # 0 until the last 30%, then → 1
+        f = config.warmdown
+        decay = max(0.0, (progress - (1.0 - f)) / f)  # 0 until the last fraction f, then → 1
         return config.lr * (1.0 - 0.99 * decay)
     return config.lr
 

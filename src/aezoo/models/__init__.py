@@ -59,14 +59,14 @@ MODELS: dict[str, Preset] = {
         "strided-conv encoder 28→14→7→4 + BatchNorm, 128-d linear "
         "bottleneck, transposed-conv decoder",
         {"arch": "conv", "latent_dim": 128},
-        training={"lr": 2e-3, "lr_schedule": "warmdown"},
+        training={"lr": 2e-3, "lr_schedule": "warmdown", "warmdown": 0.2},
     ),
     "upsample-ae": Preset(
         AE,
         AEConfig,
-        "conv-ae's encoder; decoder of bilinear upsampling + convolutions",
-        {"arch": "upsample", "latent_dim": 128},
-        training={"lr": 3e-3},
+        "conv-ae's encoder; decoder of bilinear upsampling + convolutions, 16-channel head",
+        {"arch": "upsample", "latent_dim": 128, "head": 16},
+        training={"lr": 2e-3, "lr_schedule": "warmdown"},
     ),
     "dense-vae": Preset(
         VAE,
