@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 import aezoo
-from aezoo.codebook_study import HEALTH_OFF, markdown_table
+from aezoo.codebook_study import HEALTH_OFF
 from aezoo.prior import load_prior, sample_codes, train_prior
+from aezoo.tables import markdown_table
 
 RESULTS = Path(__file__).parent / "results"
 # The classic tutorial: ±1/K init, codebook + commitment loss, no BatchNorm, Adam 1e-3 constant.

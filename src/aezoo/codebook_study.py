@@ -12,6 +12,7 @@ from typing import Any
 
 from aezoo import checkpoint as ckpt
 from aezoo.errors import UsageError
+from aezoo.tables import markdown_table
 
 SIZES = (20, 40, 512)
 # The original recipe: codes learned by the codebook loss from a ±1/K start, never restarted.
@@ -32,17 +33,6 @@ class StudyResult:
     path: Path
     rows: list[dict[str, Any]]
     table: str
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
-    """Rows as a Markdown table; floats to 4 significant digits."""
-
-    def cell(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def codebook_study(
@@ -89,7 +79,7 @@ def codebook_study(
                     **{k: run.summary.get(k) for k in COLUMNS[2:]},
                 }
             )
-    table = markdown_table(rows)
+    table = markdown_table(rows, COLUMNS)
     ckpt.write_json(path / "study.json", {"model": model, "options": options, "rows": rows})
     ckpt.atomic_write(path / "study.md", table.encode())
     save_figure(code_usage_figure(usage), path / "code-usage.png")

@@ -14,6 +14,7 @@ import torch
 
 from aezoo.checkpoint import Run, atomic_write
 from aezoo.errors import UsageError
+from aezoo.tables import markdown_table
 from aezoo.viz import image_rows, save_figure
 
 COLUMNS = ("beta", "test_recon", "test_kl", "test_active_units", "test_elbo")
@@ -25,17 +26,6 @@ class SweepResult:
     runs: list[Run]
     rows: list[dict[str, Any]]
     table: str
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
-    """A Markdown table of `columns` (floats to 4 significant digits)."""
-
-    def cell(value: Any) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 @torch.inference_mode()
@@ -76,7 +66,7 @@ def sweep(
         run = train(model, out=path / f"beta-{beta:g}", quiet=quiet, beta=float(beta), **options)
         runs.append(run)
         rows.append({"beta": float(beta), **{k: run.summary.get(k) for k in COLUMNS[1:]}})
-    table = markdown_table(rows)
+    table = markdown_table(rows, COLUMNS)
     atomic_write(path / "sweep.json", (json.dumps(rows, indent=2) + "\n").encode())
     atomic_write(path / "sweep.md", (f"# β sweep of {model}\n\n{table}\n").encode())
     grids, labels = [], []
