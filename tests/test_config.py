@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,31 @@ def test_load_json(tmp_path: Path) -> None:
         load_json(tmp_path)  # a folder
     with pytest.raises(UsageError, match="expected a JSON object, got list"):
         from_dict(TrainConfig, [1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("constant", [1.0, 1.0, 1.0, 1.0]),
+        ("cosine", [1.0, 0.505, 0.01 + 0.495 * (1 + math.cos(0.85 * math.pi)), 0.01]),
+        ("warmdown", [1.0, 1.0, 0.505, 0.01]),  # flat, then linear over the last 30%
+    ],
+)
+def test_learning_rate_schedules(schedule, expected):
+    from aezoo.train import lr_at
+
+    config = TrainConfig(lr=1.0, lr_schedule=schedule)
+    steps = [0, 50, 85, 100]  # of 100
+    got = [lr_at(config, step, 100) for step in steps]
+    assert got == pytest.approx(expected, abs=1e-9)
+
+
+def test_warmdown_fraction_is_an_option():
+    from aezoo.train import lr_at
+
+    config = TrainConfig(lr=1.0, lr_schedule="warmdown", warmdown=0.2)
+    assert lr_at(config, 79, 100) == 1.0
+    assert lr_at(config, 90, 100) == pytest.approx(0.505)
+    assert lr_at(config, 100, 100) == pytest.approx(0.01)
+    with pytest.raises(UsageError, match="warmdown"):
+        TrainConfig(warmdown=1.5)

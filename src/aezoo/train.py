@@ -91,7 +91,7 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
         return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
     if config.lr_schedule == "warmdown":
         f = config.warmdown
-        decay = max(0.0, (progress - (1.0 - f)) / f)  # 0 until the last fraction f, then → 1
+        decay = min(1.0, max(0.0, (progress - (1.0 - f)) / f))  # 0 until the last f, then → 1
         return config.lr * (1.0 - 0.99 * decay)
     return config.lr
 
