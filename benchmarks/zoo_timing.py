@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-ARGS = ["zoo", "--epochs", "1", "--train-subset", "5000", "--quiet"]
+ARGS = ["zoo", "--epochs", "1", "--train-subset", "5000", "--sample-quality", "2000", "--quiet"]
 
 
 def main() -> None:

@@ -96,3 +96,28 @@ def test_runs_lists_finished_and_unfinished_runs(
     assert f"{small_zoo.rows[0]['test_mse']:.5f}" in out[1]
     assert main(["runs", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_sample_quality_judges_the_generative_models(tmp_path: Path, monkeypatch) -> None:
+    """--sample-quality N adds the classifier's verdict to generative models' rows only."""
+    import aezoo.classifier as classifier
+
+    judge = classifier.ReferenceClassifier().eval()  # untrained: the numbers, not their quality
+    monkeypatch.setattr(classifier, "reference_classifier", lambda *a, **k: judge)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PosteriorCollapseWarning)
+        result = zoo(
+            ["dense-ae", "cvae"],
+            out=tmp_path / "zoo",
+            quiet=True,
+            sample_quality=200,
+            epochs=1,
+            train_subset=300,
+            test_subset=200,
+            device="cpu",
+        )
+    rows = {r["run"]: r for r in result.rows}
+    assert rows["dense-ae"]["fld"] is None
+    assert rows["cvae"]["fld"] > 0 and rows["cvae"]["fld_samples"] == 200
+    assert 0.0 <= rows["cvae"]["label_accuracy"] <= 1.0
+    assert "labels)" in result.table

@@ -379,6 +379,14 @@ def _add_results_parsers(sub: Any) -> None:
         help="the models to train (default: every registered model)",
     )
     p.add_argument("--out", metavar="DIR", help="zoo folder (default runs/zoo-TIMESTAMP)")
+    p.add_argument(
+        "--sample-quality",
+        type=int,
+        default=0,
+        metavar="N",
+        help="judge N samples of each generative model with the reference classifier (trained "
+        "once and cached; minutes on a CPU the first time); default 0: skip",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     add_config_options(p, [TrainConfig], "training")
     add_config_options(p, [DataConfig], "data")
@@ -397,8 +405,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_zoo(args: argparse.Namespace) -> int:
     from aezoo.zoo import zoo
 
-    options = _options(args, "models", "out", "quiet")
-    result = zoo(args.models, out=args.out, quiet=args.quiet, **options)
+    options = _options(args, "models", "out", "quiet", "sample_quality")
+    result = zoo(
+        args.models,
+        out=args.out,
+        quiet=args.quiet,
+        sample_quality=args.sample_quality,
+        **options,
+    )
     print(result.table)
     print(f"zoo folder: {result.path} (open {result.path / 'zoo.html'})")
     return 0

@@ -186,10 +186,13 @@ def zoo(
     *,
     out: str | Path | None = None,
     quiet: bool = False,
+    sample_quality: int = 0,
     **options: Any,
 ) -> ZooResult:
     """Train each of `models` (default: every registered model) with the same training and data
-    options into OUT/MODEL/; then write OUT/zoo.json, zoo.md, zoo.html and the FIGURE."""
+    options into OUT/MODEL/; then write OUT/zoo.json, zoo.md, zoo.html and the FIGURE. With
+    `sample_quality` = n > 0, each generative model's n samples are judged by the reference
+    classifier (Fréchet LeNet distance; label accuracy for conditional models)."""
     from aezoo.models import MODELS, preset
     from aezoo.train import load_data, split_options, train
     from aezoo.viz import image_rows, save_figure
@@ -220,9 +223,17 @@ def zoo(
 
     started = time.perf_counter()
     rows, recons = [], []
+    judge = None
     for name in models:
         run = train(name, out=path / name, quiet=quiet, **options)
-        rows.append({**run_row(run.path), "run": name})
+        row = {**run_row(run.path), "run": name}
+        if sample_quality > 0 and hasattr(run.model, "sample"):
+            from aezoo.classifier import generation_metrics, reference_classifier
+
+            device = next(run.model.parameters()).device
+            judge = judge or reference_classifier(device, quiet=quiet)
+            row.update(generation_metrics(run.model, test, judge, n=sample_quality))
+        rows.append(row)
         recons.append(reconstruct(run.model, x, y))
     seconds = time.perf_counter() - started
 
