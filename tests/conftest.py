@@ -172,3 +172,18 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     yield render
     driver.quit()
+
+
+@pytest.fixture(scope="session")
+def run_files() -> set[str]:
+    """Every file a finished run folder holds (and nothing else: no temporary files)."""
+    return {
+        "config.json",
+        "model.safetensors",
+        "checkpoint/last.safetensors",
+        "metrics.jsonl",
+        "summary.json",
+        "figures/reconstructions.png",
+        "figures/training_curves.png",
+        "report.html",
+    }

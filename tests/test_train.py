@@ -23,16 +23,6 @@ from aezoo.models import AE, count_parameters
 from aezoo.train import load_data, make_batches, read_metrics
 from aezoo.viz import reconstruction_figure
 
-RUN_FILES = {
-    "config.json",
-    "model.safetensors",
-    "checkpoint/last.safetensors",
-    "metrics.jsonl",
-    "summary.json",
-    "figures/reconstructions.png",
-    "figures/training_curves.png",
-    "report.html",
-}
 PIXELS = 28 * 28
 
 
@@ -88,9 +78,9 @@ def test_loss_falls(tiny_run: Any) -> None:
     assert records[-1]["test_mse"] < 0.5 * untrained_mse
 
 
-def test_run_folder_contents(tiny_run: Any, snapshot: Callable) -> None:
+def test_run_folder_contents(tiny_run: Any, snapshot: Callable, run_files: set[str]) -> None:
     files = snapshot(tiny_run.path)
-    assert set(files) == RUN_FILES  # and no temp files left behind
+    assert set(files) == run_files  # and no temp files left behind
     spec = RunSpec.from_json(json.loads(files["config.json"]))
     assert spec == tiny_run.run.spec
     assert (spec.model, spec.train.epochs, spec.train.batch_size) == ("dense-ae", 3, 64)
@@ -178,6 +168,7 @@ def test_resume_after_a_crash_is_bit_identical(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     strip_timing: Callable,
+    run_files: set[str],
 ) -> None:
     run_dir = tmp_path / "crashed"
     crash_at_checkpoint(monkeypatch, 2 if before else 1, before=before)
@@ -195,7 +186,7 @@ def test_resume_after_a_crash_is_bit_identical(
     assert_same_run(tiny_run.path, run_dir, strip_timing)
     assert (
         set(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file())
-        == RUN_FILES
+        == run_files
     )
 
 
