@@ -8,6 +8,8 @@ largest class share). Writes benchmarks/results/vqvae.json and vqvae.md.
 
     python benchmarks/vqvae.py                       # everything (long on a CPU: run on a GPU)
     python benchmarks/vqvae.py --cases speed-128x32 --threads 2          # the CPU speed target
+    python benchmarks/vqvae.py --cases health-512x64 --reuse --temperature 1,0.8,0.6
+                                         # judge the trained run's prior at other temperatures
     python benchmarks/vqvae.py --epochs 1 --train-subset 2000 --test-subset 500 \\
         --prior-epochs 1 --prior-channels 8 --prior-layers 2 --samples 50 --no-classifier  # smoke
 """
@@ -28,6 +30,7 @@ import aezoo
 from aezoo.codebook_study import HEALTH_OFF
 from aezoo.prior import load_prior, sample_codes, train_prior
 from aezoo.tables import markdown_table
+from aezoo.train import resolve_device
 
 RESULTS = Path(__file__).parent / "results"
 # The classic tutorial: ±1/K init, codebook + commitment loss, no BatchNorm, Adam 1e-3 constant.
@@ -104,18 +107,29 @@ def main() -> None:
     parser.add_argument("--prior-epochs", type=int, default=10)
     parser.add_argument("--prior-channels", type=int, default=64)
     parser.add_argument("--prior-layers", type=int, default=8)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--temperature", default="1.0", help="prior sampling temperature(s), comma-separated"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="load the cases' earlier runs (and the prior, if trained) instead of training again",
+    )
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--no-classifier", action="store_true", help="skip the classifier verdicts")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    temperatures = [float(t) for t in args.temperature.split(",")]
     data = {"train_subset": args.train_subset, "test_subset": args.test_subset}
     rows, runs = [], {}
     for case in args.cases.split(","):
         options, epochs, targets = CASES[case]
         epochs = args.epochs or epochs
         out = RESULTS / "runs" / f"vqvae-{case}"
+        if args.reuse:  # its row stays as recorded
+            runs[case] = aezoo.load(out, device=resolve_device(args.device))
+            continue
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
         run = aezoo.train(
@@ -161,16 +175,19 @@ def main() -> None:
     if PRIOR_CASE in runs:
         run = runs[PRIOR_CASE]
         started = time.perf_counter()
-        _, prior_summary = train_prior(
-            run.path,
-            epochs=args.prior_epochs,
-            seed=0,
-            channels=args.prior_channels,
-            layers=args.prior_layers,
-            device=args.device,
-            quiet=True,
-        )
-        prior_summary["wall_seconds"] = round(time.perf_counter() - started, 2)
+        if args.reuse and (run.path / "prior").exists():
+            prior_summary = json.loads((run.path / "prior" / "summary.json").read_text())
+        else:
+            _, prior_summary = train_prior(
+                run.path,
+                epochs=args.prior_epochs,
+                seed=0,
+                channels=args.prior_channels,
+                layers=args.prior_layers,
+                device=args.device,
+                quiet=True,
+            )
+            prior_summary["wall_seconds"] = round(time.perf_counter() - started, 2)
         device = next(run.model.parameters()).device
         prior = load_prior(run.path, device)
         classifier = None
@@ -178,10 +195,11 @@ def main() -> None:
             from aezoo.classifier import reference_classifier
 
             classifier = reference_classifier(device)
-        for mode in ("uniform", "used", "prior"):
-            samples.append(
-                judge_samples(run, mode, args.samples, classifier, prior, args.temperature)
-            )
+        for mode, temperature in [("uniform", 1.0), ("used", 1.0)] + [
+            ("prior", t) for t in temperatures
+        ]:
+            verdict = judge_samples(run, mode, args.samples, classifier, prior, temperature)
+            samples.append({**verdict, "temperature": temperature if mode == "prior" else None})
             print(json.dumps(samples[-1]))
         samples.append({"prior": prior_summary})
     meta = {
@@ -222,6 +240,7 @@ def main() -> None:
                 samples[:-1],
                 (
                     "mode",
+                    "temperature",
                     "samples",
                     "confident_share",
                     "classes_covered",

@@ -20,7 +20,7 @@ from aezoo.checkpoint import RunSpec
 from aezoo.errors import TrainingError, UsageError
 from aezoo.losses import bernoulli_nll
 from aezoo.models import AE, count_parameters
-from aezoo.train import load_data, make_batches, read_metrics
+from aezoo.train import load_data, make_batches, make_spec, read_metrics
 from aezoo.viz import reconstruction_figure
 
 PIXELS = 28 * 28
@@ -339,3 +339,36 @@ def test_detect_anomaly_stops_at_the_first_nan_gradient(tmp_path, monkeypatch):
             device="cpu",
         )
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["dense-ae", "conv-vqvae"])
+def test_evaluation_reuses_the_loss_pass_and_gives_the_same_numbers(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deterministic models hand their reconstruction (and a VQ-VAE its codes) to `evaluate`
+    through Terms.outputs; the metrics equal those of separate encode/decode passes."""
+    torch.manual_seed(0)
+    model = aezoo.build(name, codebook_size=16) if "vq" in name else aezoo.build(name)
+    test = aezoo.load_dataset("mnist", "test").subset(200)
+    spec = make_spec(name, {}, test)
+    _, batches = make_batches(spec, test, test, torch.device("cpu"))
+    model.eval()
+    batch = next(iter(batches.epoch(0)))
+    outputs = model.loss(batch.x, batch.y, batch.x_in).outputs
+    assert torch.equal(outputs["logits"], model.decode_logits(model.encode(batch.x_in)))
+    if "vq" in name:
+        assert torch.equal(outputs["codes"], model.encode_indices(batch.x_in))
+    assert model.train().loss(batch.x).outputs == {}  # training keeps nothing extra
+    reused = aezoo.evaluate(model, batches, seed=0)
+    loss = type(model).loss
+
+    def without_outputs(self: Any, *args: Any) -> Any:
+        terms = loss(self, *args)
+        terms.outputs.clear()
+        return terms
+
+    monkeypatch.setattr(type(model), "loss", without_outputs)
+    recomputed = aezoo.evaluate(model, batches, seed=0)
+    assert reused.keys() == recomputed.keys()
+    for key, value in recomputed.items():
+        assert reused[key] == pytest.approx(value, rel=1e-6), key

@@ -26,6 +26,7 @@ def evaluate(model: nn.Module, batches: Batches, *, seed: int = 0) -> dict[str, 
     model.eval()
     device = next(model.parameters()).device
     sums: dict[str, Tensor] = {}
+    codes: list[Tensor] = []
     count = 0
 
     def add(name: str, value: Tensor) -> None:
@@ -36,7 +37,11 @@ def evaluate(model: nn.Module, batches: Batches, *, seed: int = 0) -> dict[str, 
         for batch in batches.epoch(0):
             n = batch.x.shape[0]
             terms = model.loss(batch.x, batch.y, batch.x_in)
-            logits = model.decode_logits(model.encode(batch.x_in, batch.y), batch.y)
+            logits = terms.outputs.get("logits")  # deterministic models computed it already
+            if logits is None:  # a VAE's loss decoded a posterior sample; x̂ decodes μ
+                logits = model.decode_logits(model.encode(batch.x_in, batch.y), batch.y)
+            if "codes" in terms.outputs:
+                codes.append(terms.outputs["codes"].reshape(-1))
             add("mse", (torch.sigmoid(logits) - batch.x).square().flatten(1).mean(1).sum())
             add("bce", bernoulli_nll(logits, batch.x).sum())
             for name, value in terms.items():
@@ -44,7 +49,9 @@ def evaluate(model: nn.Module, batches: Batches, *, seed: int = 0) -> dict[str, 
             add("loss", terms.total * n)
             count += n
         metrics: dict[str, Any] = {f"test_{k}": float(v) / count for k, v in sums.items()}
-        if hasattr(model, "test_metrics"):
+        if codes:  # a VQ-VAE: codebook usage from the codes of the pass above
+            metrics.update(model.test_metrics(batches, codes=torch.cat(codes)))
+        elif hasattr(model, "test_metrics"):
             metrics.update(model.test_metrics(batches))
     model.train(was_training)
     return metrics

@@ -113,4 +113,5 @@ class AE(nn.Module):
         check_targets(self, x, x_in, bernoulli=self.config.loss == "bce")
         logits = self.decode_logits(self.encode(x if x_in is None else x_in))
         recon = reconstruction_loss(logits, x, self.config.loss).mean()
-        return Terms({"recon": recon}, weights={"recon": 1.0})
+        outputs = {} if self.training else {"logits": logits}  # evaluation reuses them
+        return Terms({"recon": recon}, weights={"recon": 1.0}, outputs=outputs)

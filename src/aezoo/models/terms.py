@@ -15,14 +15,23 @@ class Terms(dict[str, Tensor]):
 
     `total` = Σ_k weight_k · term_k over the weighted terms; a term without a weight is a
     diagnostic (reported, not optimised). A schedule rescales a weight with `reweight`.
+    `outputs` holds by-products evaluation can reuse instead of running the model again:
+    "logits", the deterministic reconstruction decode_logits(encode(x̃)), and "codes", a VQ-VAE's
+    code indices; models attach them in eval mode only, where they are deterministic.
     """
 
-    def __init__(self, terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        terms: Mapping[str, Tensor],
+        weights: Mapping[str, float],
+        outputs: Mapping[str, Tensor] | None = None,
+    ) -> None:
         super().__init__(terms)
         missing = set(weights) - set(terms)
         if missing:
             raise KeyError(f"weights for missing terms: {sorted(missing)}")
         self.weights = dict(weights)
+        self.outputs = dict(outputs or {})
 
     @property
     def total(self) -> Tensor:
@@ -34,7 +43,7 @@ class Terms(dict[str, Tensor]):
         weights = dict(self.weights)
         if name in weights:
             weights[name] *= factor
-        return Terms(self, weights)
+        return Terms(self, weights, self.outputs)
 
 
 def check_images(x: Tensor, image_shape: Sequence[int]) -> None:

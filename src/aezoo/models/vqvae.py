@@ -180,7 +180,8 @@ class VQVAE(nn.Module):
         q = self.quantizer(self._encode_e(x if x_in is None else x_in))
         logits = self.decoder(q.z_q.movedim(-1, 1))  # (B, C, H, W)
         recon = reconstruction_loss(logits, x, self.config.loss).mean()
-        return Terms({"recon": recon, **q.terms}, {"recon": 1.0, **q.terms.weights})
+        outputs = {} if self.training else {"logits": logits, "codes": q.indices}
+        return Terms({"recon": recon, **q.terms}, {"recon": 1.0, **q.terms.weights}, outputs)
 
     @torch.inference_mode()
     def code_usage(self, batches: Any) -> Tensor:
@@ -191,9 +192,14 @@ class VQVAE(nn.Module):
             counts.scatter_add_(0, idx, torch.ones_like(idx, dtype=counts.dtype))
         return counts
 
-    def test_metrics(self, batches: Any) -> dict[str, float]:
-        """Codebook health on the test set: codes used (count and %) and the usage perplexity."""
-        counts = self.code_usage(batches)
+    def test_metrics(self, batches: Any, codes: Tensor | None = None) -> dict[str, float]:
+        """Codebook health on the test set: codes used (count and %) and the usage perplexity.
+        `codes`: the test set's code indices when the caller already has them (evaluate)."""
+        if codes is None:
+            counts = self.code_usage(batches)
+        else:
+            counts = torch.bincount(codes.reshape(-1), minlength=self.config.codebook_size)
+            counts = counts.to(self.quantizer.code_counts.dtype)
         used = int((counts > 0).sum())
         return {
             "test_codes_used": used,
