@@ -17,10 +17,11 @@ from safetensors.torch import load_file
 import aezoo
 from aezoo import checkpoint as ckpt
 from aezoo.checkpoint import RunSpec
+from aezoo.config import TrainConfig
 from aezoo.errors import TrainingError, UsageError
 from aezoo.losses import bernoulli_nll
 from aezoo.models import AE, count_parameters
-from aezoo.train import load_data, make_batches, make_spec, read_metrics
+from aezoo.train import load_data, make_batches, make_spec, place_model, read_metrics
 from aezoo.viz import reconstruction_figure
 
 PIXELS = 28 * 28
@@ -372,3 +373,42 @@ def test_evaluation_reuses_the_loss_pass_and_gives_the_same_numbers(
     assert reused.keys() == recomputed.keys()
     for key, value in recomputed.items():
         assert reused[key] == pytest.approx(value, rel=1e-6), key
+
+
+def test_memory_format_auto_is_channels_last_for_conv_models_on_cpu() -> None:
+    cpu = torch.device("cpu")
+    conv = place_model(aezoo.build("conv-ae"), cpu, TrainConfig())
+    convs = [m for m in conv.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
+    weight = convs[0].weight  # (with one input channel both layouts are the same)
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not weight.is_contiguous()
+    plain = place_model(aezoo.build("conv-ae"), cpu, TrainConfig(memory_format="contiguous"))
+    assert all(p.is_contiguous() for p in plain.parameters())
+    dense = place_model(aezoo.build("dense-ae"), cpu, TrainConfig())  # no convolutions
+    assert all(p.is_contiguous() for p in dense.parameters())
+
+
+def test_a_channels_last_run_resumes_exactly_and_loads_plain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strip_timing: Callable
+) -> None:
+    """Weights and optimizer state are saved contiguous; a resumed channels-last run ends where
+    the uninterrupted one does, and its weights load into a plain model."""
+    options = {
+        "epochs": 2,
+        "batch_size": 64,
+        "train_subset": 256,
+        "test_subset": 64,
+        "device": "cpu",
+        "channels": (8, 16),
+    }
+    whole = aezoo.train("conv-ae", out=tmp_path / "whole", quiet=True, **options)
+    crash_at_checkpoint(monkeypatch, 2, before=True)
+    with pytest.raises(Crash):
+        aezoo.train("conv-ae", out=tmp_path / "cut", quiet=True, **options)
+    monkeypatch.undo()
+    aezoo.train(resume=tmp_path / "cut", quiet=True)
+    assert_same_run(whole.path, tmp_path / "cut", strip_timing)
+    loaded = aezoo.load(whole.path).model
+    assert all(p.is_contiguous() for p in loaded.parameters())
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, whole.model.state_dict()[name]), name

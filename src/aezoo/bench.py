@@ -152,23 +152,36 @@ def _peak_mb(device: torch.device) -> float | None:
 def _setup(name: str, train: Dataset, test: Dataset, settings: Settings, **overrides: Any):
     """A fresh model (seed 0), its optimizer, batches and spec, as `aezoo train` makes them."""
     from aezoo.config import to_dict
-    from aezoo.train import make_batches, make_optimizer, make_spec, resolve_device, set_up_device
+    from aezoo.train import (
+        make_batches,
+        make_optimizer,
+        make_spec,
+        place_model,
+        resolve_device,
+        set_up_device,
+    )
 
     spec = make_spec(name, {**dict(settings.options), **overrides}, train)
     device = resolve_device(spec.train.device)
     set_up_device(device, spec.train)
     torch.manual_seed(0)
-    net = build_from_config(spec.model, to_dict(spec.model_config)).to(device)
+    net = place_model(build_from_config(spec.model, to_dict(spec.model_config)), device, spec.train)
     train_batches, test_batches = make_batches(spec, train, test, device)
     return spec, net, make_optimizer(net, spec.train), train_batches, test_batches
 
 
 def bench_model(name: str, train: Dataset, test: Dataset, settings: Settings) -> dict[str, Any]:
     """Throughput and peak memory of `fit` on `name`, alternating with the reference epochs."""
-    from aezoo.train import fit
+    from aezoo.config import to_dict
+    from aezoo.train import fit, make_optimizer
 
     spec, net, optimizer, train_batches, test_batches = _setup(name, train, test, settings)
     device = next(net.parameters()).device
+    # The tutorial's side: the same model and optimizer, built as a tutorial builds them (fp32,
+    # default memory layout), fed by the DataLoader.
+    torch.manual_seed(0)
+    ref_net = build_from_config(spec.model, to_dict(spec.model_config)).to(device)
+    ref_optimizer = make_optimizer(ref_net, spec.train)
     loader = reference_loader(train, 128)
     reference: list[float] = []
     peak: list[float | None] = []
@@ -177,14 +190,14 @@ def bench_model(name: str, train: Dataset, test: Dataset, settings: Settings) ->
         if epoch == 1:  # our warm-up epoch and its evaluation: the peak is ours alone
             peak.append(_peak_mb(device))
         else:
-            reference.append(reference_epoch(net, optimizer, loader))
+            reference.append(reference_epoch(ref_net, ref_optimizer, loader))
 
     _reset_peak(device)
     config = dataclasses.replace(spec.train, epochs=1 + settings.repeats)
     records = fit(
         net, optimizer, train_batches, test_batches, config, quiet=True, on_epoch=after_epoch
     )
-    reference.append(reference_epoch(net, optimizer, loader))
+    reference.append(reference_epoch(ref_net, ref_optimizer, loader))
     seconds = statistics.median(r["seconds"] for r in records[1:])
     eval_seconds = statistics.median(r["eval_seconds"] for r in records[1:])
     ref_seconds = statistics.median(reference)

@@ -186,6 +186,14 @@ def load_checkpoint(
         optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     except (ValueError, KeyError) as err:
         raise UsageError(f"{path}: optimizer state does not match the model ({err})") from None
+    # Saved contiguous; give each moment its parameter's layout (channels-last convolutions),
+    # as the optimizer made it, so a resumed run computes exactly what an unbroken one does.
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            slots = optimizer.state.get(param, {})
+            for slot, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    slots[slot] = torch.empty_like(param, dtype=value.dtype).copy_(value)
     extra = {k[6:]: v for k, v in tensors.items() if k.startswith("state.")}
     if extra:
         state["tensors"] = extra

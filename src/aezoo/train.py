@@ -143,6 +143,20 @@ def set_up_device(device: torch.device, config: TrainConfig) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def place_model(net: nn.Module, device: torch.device, config: TrainConfig) -> nn.Module:
+    """`net` on `device`, in channels-last layout where `config.memory_format` asks for it (auto:
+    convolutional models on a CPU, where oneDNN computes in that layout and would otherwise
+    reorder every activation). Saved weights are made contiguous, so runs load anywhere."""
+    net = net.to(device)
+    layout = config.memory_format
+    if layout == "auto":
+        convolutional = any(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in net.modules())
+        layout = "channels_last" if convolutional and device.type == "cpu" else "contiguous"
+    if layout == "channels_last":
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
 def _native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -407,7 +421,7 @@ def train(
     run_dir = Path(out) if out is not None else default_run_dir(model)
     run_dir = distributed.broadcast_object(run_dir)  # rank 0's name (it holds a timestamp)
     torch.manual_seed(spec.train.seed)
-    net = build_from_config(spec.model, to_dict(spec.model_config)).to(device)
+    net = place_model(build_from_config(spec.model, to_dict(spec.model_config)), device, spec.train)
     optimizer = make_optimizer(net, spec.train)
     distributed.on_main(create_run_dir, run_dir, spec)  # the one process that writes
     return _run(run_dir, spec, net, optimizer, (train_data, test_data), 0, [], quiet, tensorboard)
@@ -454,7 +468,7 @@ def _resume(
     # Killed before its first checkpoint: the seed rebuilds the very start, as train() made it.
     from_start = not (run_dir / ckpt.CHECKPOINT).exists() and not (run_dir / ckpt.WEIGHTS).exists()
     torch.manual_seed(spec.train.seed)
-    net = build_from_config(spec.model, to_dict(spec.model_config)).to(device)
+    net = place_model(build_from_config(spec.model, to_dict(spec.model_config)), device, spec.train)
     optimizer = make_optimizer(net, spec.train)
     epoch, state = (0, {}) if from_start else ckpt.load_checkpoint(run_dir, net, optimizer)
     if from_start and not quiet:
