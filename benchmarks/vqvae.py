@@ -56,6 +56,15 @@ CASES: dict[str, tuple[dict[str, Any], int, dict[str, tuple[str, float]]]] = {
             "wall_seconds": ("<=", 45.0),
         },
     ),
+    "speed-128x32-bf16": (  # the same under bfloat16 autocast (a CPU with AVX512-BF16 or AMX)
+        {**SPEED, "precision": "bf16"},
+        3,
+        {
+            "test_mse": ("<=", 0.0057),
+            "test_codes_used_pct": (">=", 90.0),
+            "wall_seconds": ("<=", 45.0),
+        },
+    ),
     "tutorial-128x32": ({**SPEED, **TUTORIAL}, 3, {}),
 }
 PRIOR_CASE = "health-512x64"
