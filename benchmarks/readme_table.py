@@ -109,6 +109,28 @@ def feeding() -> list[str]:
     return lines
 
 
+def anomaly(part: str) -> list[str]:
+    """One part's table (grid, holdout, one-class) of benchmarks/anomaly.py."""
+    r = _json("anomaly.json")
+    if r is None or part not in r["parts"]:
+        return [f"*Not run yet: `python benchmarks/anomaly.py --parts {part}`.*"]
+    got = r["parts"][part]
+    settings = got.get("settings", {})
+    note = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "seconds_last_call")
+    return [*got["markdown"].strip().splitlines(), "", f"*Settings: {note}.*"]
+
+
+def bench() -> list[str]:
+    """Every bench-cpu*.md that `aezoo bench` wrote, each under its own settings line."""
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("bench-cpu*.md")):
+        if "quick" in path.name:
+            continue
+        first = path.read_text().splitlines()[0]
+        lines += [f"`{path.name}` — {first}", "", *_file(path.name), ""]
+    return lines[:-1] or ["*Not run yet: `python benchmarks/bench.py`.*"]
+
+
 def checkpoint_overhead() -> list[str]:
     r = _json("checkpoint-overhead.json")
     if r is None:
@@ -147,12 +169,14 @@ def main() -> None:
         "feeding-table": feeding(),
         "vae-table": _file("vae.md"),
         "vq-table": _file("vqvae.md"),
-        "anomaly-grid": _file("anomaly.md"),
+        "anomaly-grid": anomaly("grid"),
+        "anomaly-holdout": anomaly("holdout"),
+        "anomaly-one-class": anomaly("one-class"),
         "anomaly-tabular": _file("anomaly-tabular.md"),
         "checkpoint-overhead": checkpoint_overhead(),
         "zoo-timing": zoo_timing(),
         "mmap-table": _file("mmap_memory.md"),
-        "bench-table": _file("bench-cpu.md"),
+        "bench-table": bench(),
     }
     for name, lines in tables.items():
         _replace(docs, name, lines)

@@ -82,8 +82,10 @@ def judge_samples(
     """Classifier verdicts on n images decoded from code grids sampled in `mode`."""
     device = next(run.model.parameters()).device
     generator = torch.Generator(device).manual_seed(0)
+    classes = prior.config.num_classes if prior is not None else 0
+    y = torch.arange(n, device=device) % classes if mode == "prior" and classes else None
     codes = sample_codes(
-        run.model, mode, n, generator=generator, prior=prior, temperature=temperature
+        run.model, mode, n, generator=generator, prior=prior, y=y, temperature=temperature
     )  # type: ignore[arg-type]
     images = torch.cat([run.model.decode_indices(c) for c in codes.split(250)])
     if classifier is None:
@@ -103,6 +105,65 @@ def judge_samples(
             and shares.max() <= 0.25
         ),
     }
+
+
+def sample_key(row: dict[str, Any]) -> tuple:
+    return row["run"], row["mode"], row.get("prior"), row.get("temperature")
+
+
+def describe_prior(path: Path) -> str:
+    """A short label of the prior in a run folder: size, epochs, test NLL, conditional or not."""
+    config = json.loads((path / "prior" / "config.json").read_text())
+    summary = json.loads((path / "prior" / "summary.json").read_text())
+    net, train = config["prior"], config["train"]
+    kind = "conditional" if net["num_classes"] else "unconditional"
+    return (
+        f"{kind} {net['channels']}ch×{net['layers']}, {train['epochs']} ep, "
+        f"test NLL {summary['test_nll']:.1f}"
+    )
+
+
+def judge_prior(
+    run: aezoo.Run, case: str, args: argparse.Namespace, temperatures: list[float]
+) -> list[dict[str, Any]]:
+    """Train (or with --reuse, load) the run's prior; judge uniform, used and prior samples."""
+    if not (args.reuse and (run.path / "prior").exists()):
+        shutil.rmtree(run.path / "prior", ignore_errors=True)
+        started = time.perf_counter()
+        train_prior(
+            run.path,
+            epochs=args.prior_epochs,
+            seed=0,
+            channels=args.prior_channels,
+            layers=args.prior_layers,
+            conditional=args.conditional,
+            device=args.device,
+            quiet=True,
+        )
+        print(f"prior of {case}: {time.perf_counter() - started:.0f} s", flush=True)
+    device = next(run.model.parameters()).device
+    prior = load_prior(run.path, device)
+    label = describe_prior(run.path)
+    classifier = None
+    if not args.no_classifier:
+        from aezoo.classifier import reference_classifier
+
+        classifier = reference_classifier(device)
+    samples = []
+    for mode, temperature in [("uniform", None), ("used", None)] + [
+        ("prior", t) for t in temperatures
+    ]:
+        verdict = judge_samples(run, mode, args.samples, classifier, prior, temperature or 1.0)
+        samples.append(
+            {
+                "run": case,
+                **verdict,
+                "prior": label if mode == "prior" else None,
+                "temperature": temperature,
+            }
+        )
+        print(json.dumps(samples[-1]), flush=True)
+    return samples
 
 
 def main() -> None:
@@ -125,6 +186,10 @@ def main() -> None:
         help="load the cases' earlier runs (and the prior, if trained) instead of training again",
     )
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--prior-case", default=PRIOR_CASE, help="the case whose run gets a prior")
+    parser.add_argument(
+        "--conditional", action="store_true", help="a class-conditional prior (labels 0..9)"
+    )
     parser.add_argument("--no-classifier", action="store_true", help="skip the classifier verdicts")
     args = parser.parse_args()
     if args.threads:
@@ -181,36 +246,8 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]))
     samples = []
-    if PRIOR_CASE in runs:
-        run = runs[PRIOR_CASE]
-        started = time.perf_counter()
-        if args.reuse and (run.path / "prior").exists():
-            prior_summary = json.loads((run.path / "prior" / "summary.json").read_text())
-        else:
-            _, prior_summary = train_prior(
-                run.path,
-                epochs=args.prior_epochs,
-                seed=0,
-                channels=args.prior_channels,
-                layers=args.prior_layers,
-                device=args.device,
-                quiet=True,
-            )
-            prior_summary["wall_seconds"] = round(time.perf_counter() - started, 2)
-        device = next(run.model.parameters()).device
-        prior = load_prior(run.path, device)
-        classifier = None
-        if not args.no_classifier:
-            from aezoo.classifier import reference_classifier
-
-            classifier = reference_classifier(device)
-        for mode, temperature in [("uniform", 1.0), ("used", 1.0)] + [
-            ("prior", t) for t in temperatures
-        ]:
-            verdict = judge_samples(run, mode, args.samples, classifier, prior, temperature)
-            samples.append({**verdict, "temperature": temperature if mode == "prior" else None})
-            print(json.dumps(samples[-1]))
-        samples.append({"prior": prior_summary})
+    if args.prior_case in runs:
+        samples = judge_prior(runs[args.prior_case], args.prior_case, args, temperatures)
     meta = {
         "benchmark": "vqvae",
         "torch": torch.__version__,
@@ -225,7 +262,12 @@ def main() -> None:
         rows = list(
             ({r["case"]: r for r in previous["rows"]} | {r["case"]: r for r in rows}).values()
         )
-        samples = samples or previous.get("samples", [])
+        old = [
+            {"run": PRIOR_CASE, **r} for r in previous.get("samples", []) if "mode" in r
+        ]  # results from before per-run keys: the health-512x64 prior
+        samples = list(
+            ({sample_key(r): r for r in old} | {sample_key(r): r for r in samples}).values()
+        )
     (RESULTS / "vqvae.json").write_text(
         json.dumps({**meta, "rows": rows, "samples": samples}, indent=2) + "\n"
     )
@@ -243,12 +285,15 @@ def main() -> None:
     md = ["# VQ-VAE benchmark", "", f"`{json.dumps(meta)}`", "", markdown_table(rows, columns)]
     if samples:
         md += [
-            "Samples of the `health-512x64` run, judged by the reference classifier:",
+            "Samples judged by the reference classifier (a conditional prior samples labels "
+            "0..9 in turn):",
             "",
             markdown_table(
-                samples[:-1],
+                samples,
                 (
+                    "run",
                     "mode",
+                    "prior",
                     "temperature",
                     "samples",
                     "confident_share",
@@ -257,7 +302,6 @@ def main() -> None:
                     "meets_target",
                 ),
             ),
-            f"Prior: `{json.dumps(samples[-1]['prior'])}`",
             "",
         ]
     (RESULTS / "vqvae.md").write_text("\n".join(md))
