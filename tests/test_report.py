@@ -155,3 +155,15 @@ def test_browser_check_catches_a_broken_page(browser: Any, run_copy: Path, tmp_p
     corrupt = [i for i in page.images if i["alt"] == "corrupt"]
     assert corrupt == [{"alt": "corrupt", "decoded": False, "width": 0, "height": 0}]
     assert page.title != "ran" and any("Content Security Policy" in e for e in page.errors)
+
+
+def test_markdown_table_formats_floats_and_leaves_missing_cells_empty() -> None:
+    from aezoo.tables import markdown_table
+
+    rows = [{"a": 0.123456, "b": None}, {"a": 3, "c": "x"}]
+    assert markdown_table(rows, ["a", "b", "c"]).splitlines() == [
+        "| a | b | c |",
+        "|---|---|---|",
+        "| 0.1235 |  |  |",
+        "| 3 |  | x |",
+    ]

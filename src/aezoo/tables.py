@@ -7,9 +7,12 @@ from typing import Any
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A Markdown table of `columns` (floats to 4 significant digits, missing cells empty)."""
+    """A Markdown table of `columns` (floats to 4 significant digits; missing or None cells
+    empty)."""
 
     def cell(value: Any) -> str:
+        if value is None:
+            return ""
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
