@@ -89,6 +89,14 @@ def test_bench_quick_writes_json_and_markdown(tmp_path: Path) -> None:
     assert points == {(500, 128), (600, 64), (600, 256), (600, 1024)}
     table = (tmp_path / "bench-cpu-quick.md").read_text()
     assert "| dense-ae | 476,720 |" in table and "Scaling" in table
+    # A later call on other models keeps dense-ae's rows: a long benchmark runs in parts.
+    argv = ["bench", "--quick", "--models", "dense-vqvae", "--train-images", "600", "--quiet"]
+    assert main([*argv, "--no-scaling", "--no-quality", "--out", str(tmp_path)]) == 0
+    merged = json.loads((tmp_path / "bench-cpu-quick.json").read_text())
+    assert [r["model"] for r in merged["models"]] == ["dense-ae", "dense-vqvae"]
+    assert merged["models"][0] == row and merged["scaling"] == result["scaling"]
+    table = (tmp_path / "bench-cpu-quick.md").read_text()
+    assert "| dense-ae | 476,720 |" in table and "| dense-vqvae |" in table
 
 
 def test_bench_refuses_unknown_models_and_bad_counts(tmp_path: Path) -> None:

@@ -333,9 +333,33 @@ def run(
     tags += [options.get("precision") if options.get("precision") == "bf16" else ""]
     tags += [f"threads{options['threads']}" if options.get("threads") else ""]
     stem = out / "-".join(filter(None, ("bench", device.type, *tags)))
+    result = merge_previous(result, stem.with_suffix(".json"))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     return stem.with_suffix(".md")
+
+
+def merge_previous(result: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`result` with the rows of an earlier run in the same file that it did not measure again
+    (same device and data size), so a long benchmark can be run a few models at a time."""
+    if not path.exists():
+        return result
+    try:
+        previous = json.loads(path.read_text())
+        same = previous["device"] == result["device"] and [
+            r["train_images"] for r in previous["models"][:1]
+        ] == [r["train_images"] for r in result["models"][:1]]
+    except (ValueError, KeyError, TypeError):
+        return result  # not a result file of this version: replaced
+    if not same:
+        return result
+    measured = {r["model"] for r in result["models"]}
+    scaled = {r["model"] for r in result["scaling"]}
+    return {
+        **result,
+        "models": [r for r in previous["models"] if r["model"] not in measured] + result["models"],
+        "scaling": [r for r in previous["scaling"] if r["model"] not in scaled] + result["scaling"],
+    }
 
 
 # --- Markdown ---------------------------------------------------------------------------------
@@ -369,7 +393,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Device {result['device']}: {m.get('gpu', m['cpu'])}, {m['threads']} threads, "
         f"torch {m['torch']}. Training images per epoch: {result['models'][0]['train_images']:,}"
-        f"; {s['repeats']} timed epochs after a warm-up; options {s['options'] or 'default'}.",
+        f"; {s['repeats']} timed epochs after a warm-up (the last call; each row's epochs are in "
+        f"the JSON); options {s['options'] or 'default'}.",
         "",
         HEADER,
         *(markdown_row(row) for row in result["models"]),
