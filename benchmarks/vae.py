@@ -32,7 +32,8 @@ DYNAMIC = {"binarize": "dynamic"}
 
 # name → (model, options, epochs, metric, target, how the metric compares with the target)
 CASES: dict[str, tuple[str, dict[str, Any], int, str, float | None, str]] = {
-    "elbo-dense-vae": ("dense-vae", {}, 30, "test_elbo", 100.0, "<="),
+    # batch 64: twice the steps of the default 128 in the same 30 epochs (128 gave 100.19)
+    "elbo-dense-vae": ("dense-vae", {"batch_size": 64}, 30, "test_elbo", 100.0, "<="),
     "nll-dense-vae-50": (
         "dense-vae",
         {**DYNAMIC, "latent_dim": 50, "kl_warmup": 10},
