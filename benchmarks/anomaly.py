@@ -363,6 +363,17 @@ def main() -> None:
         "small": args.small,
     }
     RESULTS.mkdir(exist_ok=True)
+    # Another call may have written other parts meanwhile: keep what it wrote for parts not run
+    # here, and merge the rows of the parts run here into the file's current ones.
+    current = json.loads(path.read_text())["parts"] if path.exists() else {}
+    for part in args.parts.split(","):
+        key, now = KEYS[part], current.get(part, {}).get("rows", [])
+        merged = {tuple(r[k] for k in key): r for r in now} | {
+            tuple(r[k] for k in key): r for r in parts[part]["rows"]
+        }
+        rows = list(merged.values())
+        current[part] = {"rows": rows, **summarise(part, rows), "settings": parts[part]["settings"]}
+    parts = current
     path.write_text(json.dumps({**meta, "parts": parts}, indent=2) + "\n")
     sections = [f"### {p}\n\n{parts[p]['markdown']}\n" for p in PARTS if p in parts]
     stem.with_suffix(".md").write_text("\n".join(sections))
