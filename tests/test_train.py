@@ -392,7 +392,8 @@ def test_a_channels_last_run_resumes_exactly_and_loads_plain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strip_timing: Callable
 ) -> None:
     """Weights and optimizer state are saved contiguous; a resumed channels-last run ends where
-    the uninterrupted one does, and its weights load into a plain model."""
+    the uninterrupted one does; `load` gives the trained layout back, the file suits a plain
+    model too."""
     options = {
         "epochs": 2,
         "batch_size": 64,
@@ -408,7 +409,14 @@ def test_a_channels_last_run_resumes_exactly_and_loads_plain(
     monkeypatch.undo()
     aezoo.train(resume=tmp_path / "cut", quiet=True)
     assert_same_run(whole.path, tmp_path / "cut", strip_timing)
+    # Loaded in the layout it trained in: it computes exactly what the trained model does.
     loaded = aezoo.load(whole.path).model
-    assert all(p.is_contiguous() for p in loaded.parameters())
-    for name, tensor in loaded.state_dict().items():
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), whole.model.eval()(x))
+    # The file holds plain tensors: a contiguous model takes them as they are.
+    plain = aezoo.build("conv-ae", channels=(8, 16))
+    ckpt.load_weights(plain, whole.path / ckpt.WEIGHTS)
+    assert all(p.is_contiguous() for p in plain.parameters())
+    for name, tensor in plain.state_dict().items():
         assert torch.equal(tensor, whole.model.state_dict()[name]), name

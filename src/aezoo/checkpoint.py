@@ -250,7 +250,10 @@ class Run:
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """Rebuild a run's model from config.json and model.safetensors (falling back to the last
-    checkpoint of an unfinished run)."""
+    checkpoint of an unfinished run), in the memory layout training used on `device` (so the
+    loaded model computes exactly what the trained one did)."""
+    from aezoo.train import place_model
+
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise UsageError(f"{run_dir} is not a run folder (no {CONFIG})")
@@ -268,4 +271,5 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     else:
         raise UsageError(f"{run_dir}: no weights ({WEIGHTS} or {CHECKPOINT})")
     summary = load_json(run_dir / SUMMARY) if (run_dir / SUMMARY).exists() else {}
-    return Run(path=run_dir, model=model.to(device).eval(), spec=spec, summary=summary)
+    model = place_model(model, torch.device(device), spec.train)
+    return Run(path=run_dir, model=model.eval(), spec=spec, summary=summary)
