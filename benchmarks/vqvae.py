@@ -262,9 +262,12 @@ def main() -> None:
         rows = list(
             ({r["case"]: r for r in previous["rows"]} | {r["case"]: r for r in rows}).values()
         )
-        old = [
-            {"run": PRIOR_CASE, **r} for r in previous.get("samples", []) if "mode" in r
-        ]  # results from before per-run keys: the health-512x64 prior
+        old = [r for r in previous.get("samples", []) if "mode" in r]
+        for r in old:  # results from before per-run keys: the health-512x64 run's prior
+            r.setdefault("run", PRIOR_CASE)
+            folder = RESULTS / "runs" / f"vqvae-{r['run']}"
+            if r["mode"] == "prior" and not r.get("prior") and (folder / "prior").is_dir():
+                r["prior"] = describe_prior(folder)
         samples = list(
             ({sample_key(r): r for r in old} | {sample_key(r): r for r in samples}).values()
         )
