@@ -207,7 +207,8 @@ def _add_prior_options(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("training")
     hints = typing.get_type_hints(TrainConfig)
     for f in cli_fields(TrainConfig):
-        if not f.name.startswith("kl_") and f.name not in ("precision", "compile", "threads"):
+        speed = ("precision", "compile", "threads", "memory_format")
+        if not f.name.startswith("kl_") and f.name not in speed:
             _add_field(group, f, hints[f.name])
 
 
