@@ -73,6 +73,22 @@ def vqvae() -> Iterator[str]:
             f"{targets.replace('<=', '≤').replace('>=', '≥')} | "
             f"{'yes' if r.get('meets_target') else 'no'} |"
         )
+    samples = _json("vqvae.json") or {}
+    priors = [s for s in samples.get("samples", []) if s.get("mode") == "prior"]
+    if priors:  # the best prior's samples, at temperature 1
+        best = max(
+            (s for s in priors if s.get("temperature") == 1),
+            key=lambda s: s["confident_share"],
+            default=None,
+        )
+        if best is not None:
+            run = rows.get(best["run"], {})
+            yield (
+                f"| `conv-vqvae` | {best['run']} + PixelCNN prior ({best['prior']}) | "
+                f"{run.get('params', 0):,} | {run.get('epochs', '')} | prior samples classified "
+                f"with p ≥ 0.9 | **{100 * best['confident_share']:.1f}%** | — | ≥ 90%, 10 digits,"
+                f" none > 25% | {'yes' if best.get('meets_target') else 'no'} |"
+            )
 
 
 def _file(name: str) -> list[str]:
@@ -170,6 +186,7 @@ def main() -> None:
         "vae-table": _file("vae.md"),
         "vq-table": _file("vqvae.md"),
         "anomaly-grid": anomaly("grid"),
+        "anomaly-recipe": anomaly("recipe"),
         "anomaly-holdout": anomaly("holdout"),
         "anomaly-one-class": anomaly("one-class"),
         "anomaly-tabular": _file("anomaly-tabular.md"),
