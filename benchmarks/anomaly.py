@@ -339,13 +339,7 @@ def main() -> None:
         if part not in RUNNERS:
             raise SystemExit(f"unknown part {part!r} (known: {', '.join(PARTS)})")
         started = time.perf_counter()
-        new = RUNNERS[part](args, common, parts)
-        old = parts.get(part, {}).get("rows", [])
-        key = KEYS[part]
-        merged = {tuple(r[k] for k in key): r for r in old} | {
-            tuple(r[k] for k in key): r for r in new
-        }
-        rows = list(merged.values())
+        rows = RUNNERS[part](args, common, parts)
         settings = {
             "epochs": args.tabular_epochs if part == "tabular" else args.epochs,
             "train_subset": args.train_subset,
@@ -353,7 +347,7 @@ def main() -> None:
             "device": args.device,
             "seconds_last_call": round(time.perf_counter() - started, 1),
         }
-        parts[part] = {"rows": rows, **summarise(part, rows), "settings": settings}
+        parts[part] = {"rows": rows, "settings": settings}  # merged with the file's below
     meta = {
         "machine": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
@@ -363,8 +357,8 @@ def main() -> None:
         "small": args.small,
     }
     RESULTS.mkdir(exist_ok=True)
-    # Another call may have written other parts meanwhile: keep what it wrote for parts not run
-    # here, and merge the rows of the parts run here into the file's current ones.
+    # Read the file again: another call may have written other parts meanwhile. Keep what it
+    # wrote, and merge the rows of the parts run here into the file's current ones.
     current = json.loads(path.read_text())["parts"] if path.exists() else {}
     for part in args.parts.split(","):
         key, now = KEYS[part], current.get(part, {}).get("rows", [])

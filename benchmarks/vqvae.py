@@ -82,10 +82,8 @@ def judge_samples(
     """Classifier verdicts on n images decoded from code grids sampled in `mode`."""
     device = next(run.model.parameters()).device
     generator = torch.Generator(device).manual_seed(0)
-    classes = prior.config.num_classes if prior is not None else 0
-    y = torch.arange(n, device=device) % classes if mode == "prior" and classes else None
     codes = sample_codes(
-        run.model, mode, n, generator=generator, prior=prior, y=y, temperature=temperature
+        run.model, mode, n, generator=generator, prior=prior, temperature=temperature
     )  # type: ignore[arg-type]
     images = torch.cat([run.model.decode_indices(c) for c in codes.split(250)])
     if classifier is None:

@@ -172,7 +172,8 @@ def sample_codes(
     temperature: float = 1.0,
 ) -> Tensor:
     """n code grids (n, *code_shape): `uniform` draws every code equally; `used` draws each
-    position independently from the codes' training frequencies; `prior` samples the PixelCNN."""
+    position independently from the codes' training frequencies; `prior` samples the PixelCNN
+    (a class-conditional one with labels `y`, by default 0..C−1 in turn)."""
     k, shape = model.config.codebook_size, (n, *model.code_shape)
     device = generator.device
     if mode == "uniform":
@@ -187,6 +188,8 @@ def sample_codes(
     if mode == "prior":
         if prior is None:
             raise UsageError("mode 'prior' needs a trained prior (aezoo train-prior RUN_DIR)")
+        if y is None and prior.num_classes:
+            y = torch.arange(n, device=device) % prior.num_classes
         return prior.sample(n, y, generator, temperature).reshape(shape)
     raise UsageError(f"mode: expected uniform, used or prior, got {mode!r}")
 
@@ -226,13 +229,9 @@ def write_code_samples(
     dev = resolve_device(device)
     run = ckpt.load(run_dir, device=dev)
     prior = load_prior(run_dir, dev) if "prior" in modes else None
-    y = None
-    if prior is not None and prior.num_classes:
-        y = (
-            torch.arange(n, device=dev) % prior.num_classes
-            if label is None
-            else torch.full((n,), label, device=dev)
-        )
+    y = None  # a conditional prior's default: labels 0..C−1 in turn (sample_codes)
+    if prior is not None and prior.num_classes and label is not None:
+        y = torch.full((n,), label, device=dev)
     paths = []
     for mode in modes:
         generator = torch.Generator(dev).manual_seed(seed)
