@@ -209,6 +209,14 @@ class RunSpec:
     train: TrainConfig
     data: DataConfig
 
+    def __post_init__(self) -> None:
+        schedule = self.train.kl_warmup or self.train.kl_cycles
+        if schedule and getattr(self.model_config, "iw_samples", 1) > 1:
+            raise UsageError(
+                "kl_warmup and kl_cycles weight a KL term, and iw_samples > 1 trains the "
+                "importance-weighted bound, which has none: use one or the other"
+            )
+
     def to_json(self) -> dict[str, Any]:
         from aezoo import __version__
 
