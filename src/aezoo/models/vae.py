@@ -74,6 +74,11 @@ class VAEConfig:
         "2015); 1 = the ELBO. Tighter bound, better test NLL, about K times the decoding",
         positive=True,
     )
+    iw_gradient: Literal["iwae", "dreg"] = option(
+        "iwae",
+        "iw_samples > 1: the encoder's gradient estimator: iwae (the bound's plain gradient) or "
+        "dreg (doubly reparameterised, Tucker et al. 2019: lower variance as K grows)",
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -196,8 +201,12 @@ class VAE(nn.Module):
         samples = self.config.iw_samples
         if samples > 1:
             z = self.reparameterize(mu, log_var, samples)  # (K, B, D)
-            log_w, recon_k = self._log_weights(x, y, z, mu, log_var)  # (K, B) each
+            dreg = self.config.iw_gradient == "dreg" and torch.is_grad_enabled()
+            q = (mu.detach(), log_var.detach()) if dreg else (mu, log_var)
+            log_w, recon_k = self._log_weights(x, y, z, *q)  # (K, B) each
             iwae = math.log(samples) - torch.logsumexp(log_w, 0)  # −L_K, (B,)
+            if dreg:
+                _dreg_hook(log_w, z)  # the encoder's gradient becomes DReG's
             recon = recon_k.mean(0)  # (B,)
             terms = {"iwae": iwae.mean(), "recon": recon.mean(), "kl": kl.mean()}
             terms["elbo"] = (recon + kl).mean()
@@ -278,3 +287,20 @@ class VAE(nn.Module):
         return self.decode(
             z.to(device), sample_labels(n, y, self.num_classes, device)
         )  # (n, C, H, W)
+
+
+
+def _dreg_hook(log_w: Tensor, z: Tensor) -> None:
+    """Turn the bound's gradient into the doubly reparameterised estimator (DReG, Tucker et al.
+    2019). With q's parameters detached in log w, ∇(−L_K) = −Σ_k w̃_k ∇ log w_k, w̃ = softmax_k
+    log w, reaches the decoder θ directly and the encoder φ only through z_k = μ + σ ε_k; scaling
+    the gradient at z_k by w̃_k once more gives DReG's encoder gradient
+
+        ∇_φ(−L_K) = −Σ_k w̃_k² ∂log w_k/∂z_k · ∂z_k/∂φ
+
+    and leaves the decoder's (the plain IWAE gradient) as it is. Without the score-function term
+    the encoder's gradient keeps its signal as K grows (it fades for the plain one, Rainforth et
+    al. 2018)."""
+    if z.requires_grad:
+        weights = torch.softmax(log_w.detach(), 0).unsqueeze(-1)  # w̃, (K, B, 1)
+        z.register_hook(lambda grad: grad * weights)
