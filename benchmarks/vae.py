@@ -87,6 +87,7 @@ CASES: dict[str, tuple[str, dict[str, Any], int, str, float | None, str]] = {
 }
 REPORTED = (
     "test_elbo",
+    "test_iwae",
     "test_recon",
     "test_recon_mean",
     "test_kl",

@@ -165,6 +165,9 @@ def valid_options(draw: st.DrawFn, model: str) -> dict[str, Any]:
             values[f.name] = draw(valid(f, hint))
     if values.get("kl_warmup") and values.get("kl_cycles"):
         del values["kl_cycles"]  # alternatives: setting both is an error
+    if values.get("iw_samples", 1) > 1:  # the importance-weighted bound has no KL term to weight
+        for name in ("beta", "free_bits", "kl_warmup", "kl_cycles"):
+            values.pop(name, None)
     return values
 
 

@@ -289,7 +289,6 @@ class VAE(nn.Module):
         )  # (n, C, H, W)
 
 
-
 def _dreg_hook(log_w: Tensor, z: Tensor) -> None:
     """Turn the bound's gradient into the doubly reparameterised estimator (DReG, Tucker et al.
     2019). With q's parameters detached in log w, ∇(−L_K) = −Σ_k w̃_k ∇ log w_k, w̃ = softmax_k
