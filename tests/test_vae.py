@@ -369,6 +369,9 @@ def test_collapse_message() -> None:
         message = collapse_message(collapsed)
         assert message is not None and "epoch 3" in message
         assert all(word in message for word in ("--kl-warmup", "--free-bits", "decoder"))
+    # a run on the importance-weighted bound cannot take a KL weight: go back to the ELBO first
+    message = collapse_message({**healthy, "test_active_units": 0, "test_iwae": 90.0})
+    assert message is not None and "--iw-samples 1" in message and "β" not in message
 
 
 def test_training_dense_vae_end_to_end(tmp_path) -> None:

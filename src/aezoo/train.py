@@ -51,10 +51,19 @@ def collapse_message(record: Mapping[str, Any]) -> str | None:
     units, kl = record.get("test_active_units"), record.get("test_kl")
     if units is None or kl is None or (units > 0 and kl >= COLLAPSE_KL):
         return None
+    if "test_iwae" in record:  # trained on the importance-weighted bound: no KL weight to adjust
+        remedies = (
+            "train on the ELBO (--iw-samples 1) with a KL warm-up (--kl-warmup 10) or free bits "
+            "(--free-bits 0.5), or a smaller decoder"
+        )
+    else:
+        remedies = (
+            "a KL warm-up (--kl-warmup 10), free bits (--free-bits 0.5), a smaller β, or a "
+            "smaller decoder"
+        )
     return (
         f"posterior collapse at epoch {record.get('epoch', '?')}: {units} active latent units, "
-        f"test KL {kl:.3g} nats per image; remedies: a KL warm-up (--kl-warmup 10), free bits "
-        "(--free-bits 0.5), a smaller β, or a smaller decoder"
+        f"test KL {kl:.3g} nats per image; remedies: {remedies}"
     )
 
 
