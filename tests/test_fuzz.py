@@ -168,6 +168,8 @@ def valid_options(draw: st.DrawFn, model: str) -> dict[str, Any]:
     if values.get("iw_samples", 1) > 1:  # the importance-weighted bound has no KL term to weight
         for name in ("beta", "free_bits", "kl_warmup", "kl_cycles"):
             values.pop(name, None)
+    elif values.get("iw_gradient") == "dreg":  # a gradient of the bound: needs iw_samples > 1
+        del values["iw_gradient"]
     return values
 
 

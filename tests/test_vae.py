@@ -305,6 +305,8 @@ def test_iwae_objective_refuses_kl_weights_and_schedules() -> None:
         build("dense-vae", iw_samples=5, beta=4.0)
     with pytest.raises(UsageError, match="beta 1 and no free bits"):
         build("dense-vae", iw_samples=5, free_bits=0.5)
+    with pytest.raises(UsageError, match="set iw_samples > 1"):
+        build("dense-vae", iw_gradient="dreg")
     with pytest.raises(UsageError, match="kl_warmup and kl_cycles weight a KL term"):
         aezoo.train("dense-vae", iw_samples=5, kl_warmup=2, **{**TINY, "epochs": 1})
 

@@ -87,6 +87,8 @@ class VAEConfig:
                 "iw_samples > 1 trains the importance-weighted bound, which has no separate KL "
                 "term to weight: use it with beta 1 and no free bits"
             )
+        if self.iw_gradient == "dreg" and self.iw_samples == 1:
+            raise UsageError("iw_gradient dreg is a gradient of the bound: set iw_samples > 1")
         if len(self.image_shape) != 3:
             raise UsageError(f"image_shape: expected (C, H, W), got {self.image_shape}")
         if self.arch == "dense" and not self.hidden:
