@@ -124,6 +124,13 @@ def run_grid(args: argparse.Namespace, common: dict[str, Any], _: dict) -> list[
     return rows
 
 
+def merge_rows(part: str, old: list[dict], new: list[dict]) -> list[dict]:
+    """`old` with `new` in place of the rows of the same key (KEYS[part]), new ones appended."""
+    key = KEYS[part]
+    merged = {tuple(r[k] for k in key): r for r in old}
+    return list((merged | {tuple(r[k] for k in key): r for r in new}).values())
+
+
 def best_of_grid(parts: dict[str, Any]) -> dict[str, Any]:
     if not parts.get("grid", {}).get("rows"):
         raise SystemExit("the holdout part uses the grid's best: run --parts grid first")
@@ -335,11 +342,12 @@ def main() -> None:
     args.runs = RESULTS / "runs" / stem.name  # figures of the hold-out runs
     path = stem.with_suffix(".json")
     parts = json.loads(path.read_text())["parts"] if path.exists() else {}
+    new: dict[str, list[dict]] = {}  # the rows measured by this call, per part
     for part in args.parts.split(","):
         if part not in RUNNERS:
             raise SystemExit(f"unknown part {part!r} (known: {', '.join(PARTS)})")
         started = time.perf_counter()
-        rows = RUNNERS[part](args, common, parts)
+        new[part] = RUNNERS[part](args, common, parts)
         settings = {
             "epochs": args.tabular_epochs if part == "tabular" else args.epochs,
             "train_subset": args.train_subset,
@@ -347,7 +355,9 @@ def main() -> None:
             "device": args.device,
             "seconds_last_call": round(time.perf_counter() - started, 1),
         }
-        parts[part] = {"rows": rows, "settings": settings}  # merged with the file's below
+        # later parts of this call see every row (the hold-out picks the best of the whole grid)
+        rows = merge_rows(part, parts.get(part, {}).get("rows", []), new[part])
+        parts[part] = {"rows": rows, "settings": settings}
     meta = {
         "machine": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
@@ -360,12 +370,8 @@ def main() -> None:
     # Read the file again: another call may have written other parts meanwhile. Keep what it
     # wrote, and merge the rows of the parts run here into the file's current ones.
     current = json.loads(path.read_text())["parts"] if path.exists() else {}
-    for part in args.parts.split(","):
-        key, now = KEYS[part], current.get(part, {}).get("rows", [])
-        merged = {tuple(r[k] for k in key): r for r in now} | {
-            tuple(r[k] for k in key): r for r in parts[part]["rows"]
-        }
-        rows = list(merged.values())
+    for part, measured in new.items():  # only this call's rows: the file's others stay
+        rows = merge_rows(part, current.get(part, {}).get("rows", []), measured)
         current[part] = {"rows": rows, **summarise(part, rows), "settings": parts[part]["settings"]}
     parts = current
     path.write_text(json.dumps({**meta, "parts": parts}, indent=2) + "\n")
