@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import aezoo
-from aezoo.anomaly_protocols import (
+from aezoo.anomaly.protocols import (
     evaluate_tabular,
     mnist_holdout,
     mnist_one_class,

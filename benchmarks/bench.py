@@ -1,7 +1,8 @@
 """Speed and scale of every model (issue 7): `aezoo bench`, writing to benchmarks/results/.
 
 Per model: training and evaluation images/s, peak memory, seconds per full-data epoch and to a
-target quality, beside the tutorial DataLoader pipeline on the same model (aezoo.bench); then
+target quality, beside the tutorial DataLoader pipeline on the same model
+(aezoo.studies.bench); then
 seconds per epoch against data size and batch size. Results: bench-DEVICE[-TAG].{json,md}.
 
     python benchmarks/bench.py                             # everything (long: a quiet machine)

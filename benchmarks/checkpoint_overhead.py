@@ -23,10 +23,13 @@ from pathlib import Path
 
 import torch
 
-from aezoo import checkpoint as ckpt
+from aezoo import runs as ckpt
 from aezoo.config import DataConfig, to_dict
+from aezoo.device import resolve_device
+from aezoo.loop import fit, make_optimizer
+from aezoo.metrics import evaluator
 from aezoo.models import build_from_config
-from aezoo.train import fit, load_data, make_batches, make_optimizer, make_spec, resolve_device
+from aezoo.runs import load_data, make_batches, make_spec
 
 RESULTS = Path(__file__).parent / "results"
 FULL_TRAIN, FULL_TEST = 60_000, 10_000
@@ -47,7 +50,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if device.type == "cpu":
-        torch.set_flush_denormal(True)  # as aezoo.train does
+        torch.set_flush_denormal(True)  # as aezoo.device.set_up_device does
 
     subsets = {
         "train_subset": args.subset if args.subset < FULL_TRAIN else None,
@@ -76,7 +79,13 @@ def main() -> None:
 
     try:
         records = fit(
-            net, optimizer, train_batches, test_batches, spec.train, quiet=True, on_epoch=on_epoch
+            net,
+            optimizer,
+            train_batches,
+            evaluator(test_batches, seed=spec.train.seed),
+            spec.train,
+            quiet=True,
+            on_epoch=on_epoch,
         )
         size = (run_dir / ckpt.CHECKPOINT).stat().st_size
     finally:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from aezoo.bench import reference_epoch, reference_loader
 from aezoo.config import TrainConfig
 from aezoo.data import load_dataset
 from aezoo.data.batches import Batches
+from aezoo.loop import make_optimizer
 from aezoo.models import build
-from aezoo.train import make_optimizer
+from aezoo.studies.bench import reference_epoch, reference_loader
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -64,8 +64,8 @@ def worker(mode: str, path: Path, images: int, steps: int, threads: int) -> dict
     from aezoo.config import TrainConfig
     from aezoo.data import Dataset, load_dataset
     from aezoo.data.batches import Batches
+    from aezoo.loop import make_optimizer
     from aezoo.models import build
-    from aezoo.train import make_optimizer
 
     torch.set_num_threads(threads)
     phases = {"start": memory()}

@@ -24,8 +24,9 @@ import torch
 
 import aezoo
 from aezoo.classifier import generation_metrics, reference_classifier, train_classifier
-from aezoo.evaluate import iwae_nll
-from aezoo.train import load_data, make_batches, resolve_device
+from aezoo.device import resolve_device
+from aezoo.metrics import iwae_nll
+from aezoo.runs import load_data, make_batches
 
 RESULTS = Path(__file__).parent / "results"
 DYNAMIC = {"binarize": "dynamic"}

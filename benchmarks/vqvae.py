@@ -27,10 +27,10 @@ from typing import Any
 import torch
 
 import aezoo
-from aezoo.codebook_study import HEALTH_OFF
+from aezoo.device import resolve_device
 from aezoo.prior import load_prior, sample_codes, train_prior
+from aezoo.studies.codebook import HEALTH_OFF
 from aezoo.tables import markdown_table
-from aezoo.train import resolve_device
 
 RESULTS = Path(__file__).parent / "results"
 # The classic tutorial: ±1/K init, codebook + commitment loss, no BatchNorm, Adam 1e-3 constant.

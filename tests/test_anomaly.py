@@ -26,8 +26,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from aezoo import AnomalyDetector
-from aezoo.anomaly import SCORES, rescore
-from aezoo.anomaly_protocols import (
+from aezoo.anomaly.detector import SCORES, rescore
+from aezoo.anomaly.protocols import (
     detector_params,
     evaluate_tabular,
     mnist_holdout,

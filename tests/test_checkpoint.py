@@ -13,12 +13,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 import aezoo
-from aezoo import checkpoint as ckpt
-from aezoo.checkpoint import RunSpec
+from aezoo import runs as ckpt
 from aezoo.config import DataConfig, TrainConfig
 from aezoo.errors import UsageError
+from aezoo.loop import make_optimizer
 from aezoo.models import MODELS, build, preset
-from aezoo.train import make_optimizer
+from aezoo.runs import RunSpec
 
 NAMES = sorted(MODELS)
 

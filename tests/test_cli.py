@@ -21,14 +21,14 @@ from typing import Any, Literal, get_args, get_origin
 import pytest
 import torch
 
-from aezoo import checkpoint as ckpt
+from aezoo import runs as ckpt
 from aezoo.cli import main
 from aezoo.config import DataConfig, TrainConfig, cli_fields
 from aezoo.data import sources
 from aezoo.errors import TrainingError
 from aezoo.models import MODELS, build, count_parameters
 
-TRAIN_MODULE = importlib.import_module("aezoo.train")  # `aezoo.train` is the function
+TRAIN_MODULE = importlib.import_module("aezoo.runner")  # `aezoo.train` is the function
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 ENV.pop("AEZOO_DATA", None)  # the bundled data/ is found without help
 

@@ -304,7 +304,7 @@ def test_load_json(tmp_path: Path) -> None:
     ],
 )
 def test_learning_rate_schedules(schedule, expected):
-    from aezoo.train import lr_at
+    from aezoo.loop import lr_at
 
     config = TrainConfig(lr=1.0, lr_schedule=schedule)
     steps = [0, 50, 85, 100]  # of 100
@@ -313,7 +313,7 @@ def test_learning_rate_schedules(schedule, expected):
 
 
 def test_warmdown_fraction_is_an_option():
-    from aezoo.train import lr_at
+    from aezoo.loop import lr_at
 
     config = TrainConfig(lr=1.0, lr_schedule="warmdown", warmdown=0.2)
     assert lr_at(config, 79, 100) == 1.0

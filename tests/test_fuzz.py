@@ -26,17 +26,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aezoo import checkpoint as ckpt
-from aezoo.checkpoint import RunSpec
+from aezoo import runs as ckpt
 from aezoo.cli import build_parser, main
 from aezoo.config import DataConfig, TrainConfig, cli_fields
 from aezoo.data import sources
 from aezoo.data.batches import parse_corruption
 from aezoo.errors import UsageError
 from aezoo.models import MODELS, preset
+from aezoo.runs import RunSpec
 
 NAMES = sorted(MODELS)
-TRAIN_MODULE = sys.modules["aezoo.train"]  # `aezoo.train` is the function
+TRAIN_MODULE = sys.modules["aezoo.runs"]  # `aezoo.train` is the function
 # Held fixed: one epoch on a tiny subset of the bundled MNIST, on the CPU.
 FIXED = {
     "epochs": 1,
@@ -179,7 +179,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     of a tiny run's time; other tests cover them)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(TRAIN_MODULE, "load_dataset", functools.cache(TRAIN_MODULE.load_dataset))
-        mp.setattr("aezoo.viz.write_run_figures", lambda *args, **kwargs: [])
+        mp.setattr("aezoo.figures.write_run_figures", lambda *args, **kwargs: [])
         mp.setattr("aezoo.report.write_report", lambda *args, **kwargs: None)
         yield tmp_path_factory.mktemp("fuzz")
 

@@ -12,7 +12,7 @@ from aezoo.errors import UsageError
 from aezoo.models.pixelcnn import PixelCNN, PixelCNNConfig
 from aezoo.models.quantizer import VectorQuantizer, kmeans, perplexity
 from aezoo.prior import crossfade_codes, load_prior, train_prior, write_code_samples
-from aezoo.train import read_metrics
+from aezoo.runs import read_metrics
 
 torch.set_num_threads(1)
 

@@ -28,14 +28,14 @@ import torch
 from safetensors.torch import load_file
 
 import aezoo
-from aezoo import checkpoint as ckpt
+from aezoo import runs as ckpt
 from aezoo.cli import main
 from aezoo.data import sources
 from aezoo.data.batches import Batches, parse_corruption
 from aezoo.errors import Interrupted, TrainingError, UsageError
 from aezoo.models import VAE
 from aezoo.resume import Progress, StopOnSigint
-from aezoo.train import read_metrics
+from aezoo.runs import read_metrics
 
 MNIST_DIR = sources.REPO_DATA / "mnist"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -77,7 +77,7 @@ def flags(options: dict[str, Any]) -> list[str]:
 @pytest.fixture
 def no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     """Skip figures and report.html (most of a tiny run's time; other tests cover them)."""
-    monkeypatch.setattr("aezoo.viz.write_run_figures", lambda *args, **kwargs: [])
+    monkeypatch.setattr("aezoo.figures.write_run_figures", lambda *args, **kwargs: [])
     monkeypatch.setattr("aezoo.report.write_report", lambda *args, **kwargs: None)
 
 
@@ -259,7 +259,7 @@ STEPS = 10
 def vae_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("vae") / "reference"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("aezoo.viz.write_run_figures", lambda *args, **kwargs: [])
+        mp.setattr("aezoo.figures.write_run_figures", lambda *args, **kwargs: [])
         mp.setattr("aezoo.report.write_report", lambda *args, **kwargs: None)
         aezoo.train("dense-vae", out=out, quiet=True, **VAE_RUN)
     return out
@@ -414,7 +414,7 @@ def checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     return written
 
 
-TRAIN_MODULE = sys.modules["aezoo.train"]  # `aezoo.train` is the function
+TRAIN_MODULE = sys.modules["aezoo.runner"]  # `aezoo.train` is the function
 
 
 def fail_writes(monkeypatch: pytest.MonkeyPatch, target: str, nth: int, error: int) -> None:

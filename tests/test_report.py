@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from aezoo import checkpoint as ckpt
+from aezoo import runs as ckpt
 from aezoo.cli import main
 from aezoo.report import REPORT, render_report, write_report
 from aezoo.viz import training_curves
@@ -119,7 +119,7 @@ def test_report_command(run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_figures_are_legible(tiny_run: Any) -> None:
-    from aezoo.train import read_metrics
+    from aezoo.runs import read_metrics
 
     fig = training_curves(read_metrics(tiny_run.path))
     shown = [ax for ax in fig.axes if ax.axison]

@@ -12,8 +12,9 @@ import pytest
 import aezoo
 from aezoo.cli import main
 from aezoo.errors import UsageError
+from aezoo.loop import PosteriorCollapseWarning
+from aezoo.runs import read_metrics
 from aezoo.tblog import IMAGES, LOG_DIR
-from aezoo.train import PosteriorCollapseWarning, read_metrics
 
 
 def test_scalars_and_images(tiny_run: Any, tmp_path: Path) -> None:

@@ -15,14 +15,14 @@ import torch
 from safetensors.torch import load_file
 
 import aezoo
-from aezoo import checkpoint as ckpt
-from aezoo.checkpoint import RunSpec
+from aezoo import runs as ckpt
 from aezoo.config import TrainConfig
+from aezoo.device import place_model
 from aezoo.errors import TrainingError, UsageError
+from aezoo.figures import reconstruction_figure
 from aezoo.losses import bernoulli_nll
 from aezoo.models import AE, count_parameters
-from aezoo.train import load_data, make_batches, make_spec, place_model, read_metrics
-from aezoo.viz import reconstruction_figure
+from aezoo.runs import RunSpec, load_data, make_batches, make_spec, read_metrics
 
 PIXELS = 28 * 28
 

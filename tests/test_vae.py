@@ -22,12 +22,12 @@ from aezoo.config import TrainConfig
 from aezoo.data import Dataset
 from aezoo.data.batches import Batches
 from aezoo.errors import UsageError
-from aezoo.evaluate import iwae_nll
+from aezoo.loop import PosteriorCollapseWarning, collapse_message
 from aezoo.losses import bernoulli_nll, gaussian_kl, gaussian_nll
+from aezoo.metrics import iwae_nll
 from aezoo.models import MODELS, build
 from aezoo.models.blocks import sample_labels
 from aezoo.models.vae import VAE
-from aezoo.train import PosteriorCollapseWarning, collapse_message
 
 VAE_NAMES = sorted(name for name, p in MODELS.items() if hasattr(p.model, "posterior"))
 CONDITIONAL = [name for name in VAE_NAMES if MODELS[name].options.get("num_classes", 0)]
@@ -311,7 +311,7 @@ def test_iwae_objective_refuses_kl_weights_and_schedules() -> None:
         aezoo.train("dense-vae", iw_samples=5, kl_warmup=2, **{**TINY, "epochs": 1})
 
 
-@pytest.mark.filterwarnings("ignore::aezoo.train.PosteriorCollapseWarning")  # 2 tiny epochs
+@pytest.mark.filterwarnings("ignore::aezoo.loop.PosteriorCollapseWarning")  # 2 tiny epochs
 def test_iwae_training_end_to_end(tmp_path, capsys) -> None:
     """A dense-vae trained on the K = 4 bound: the bound falls, it is tighter than the ELBO on the
     test set, and the CLI takes --iw-samples (and rejects it beside a KL warm-up, in one line)."""

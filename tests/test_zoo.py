@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from matplotlib.image import imread
 
-from aezoo import checkpoint as ckpt
+from aezoo import runs as ckpt
 from aezoo.cli import main
 from aezoo.errors import UsageError
-from aezoo.train import PosteriorCollapseWarning
-from aezoo.zoo import FIGURE, list_runs, zoo
+from aezoo.loop import PosteriorCollapseWarning
+from aezoo.studies.zoo import FIGURE, list_runs, zoo
 
 MODELS = ("dense-ae", "cvae", "dense-vqvae")  # one of each kind of row: plain, posterior, codebook
 

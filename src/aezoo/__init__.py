@@ -1,18 +1,21 @@
-"""aezoo: the autoencoder family — train, measure, show — on PyTorch."""
+"""aezoo: the autoencoder family — train, measure, show — on PyTorch.
 
-__version__ = "0.1.0"
+The public names below are functions and classes; every module keeps its own name (no function
+here shadows a module), so `import aezoo.runner` gives the module and `aezoo.train` the function.
+"""
 
-from aezoo.checkpoint import Run, load
 from aezoo.config import DataConfig, TrainConfig
 from aezoo.data import Dataset, load_dataset
 from aezoo.errors import TrainingError, UsageError
-from aezoo.evaluate import evaluate
+from aezoo.metrics import evaluate
 from aezoo.models import MODELS, build
-from aezoo.train import train
+from aezoo.runner import train
+from aezoo.runs import Run, load
+from aezoo.version import __version__
 
 
 def __getattr__(name: str) -> object:
-    # AnomalyDetector is imported on first use: scikit-learn would add a second to every start.
+    # AnomalyDetector is imported on first use: scikit-learn's estimators would add to every start.
     if name == "AnomalyDetector":
         from aezoo.anomaly import AnomalyDetector
 

@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aezoo.checkpoint import atomic_write, load_weights, save_weights
 from aezoo.data import Dataset, load_dataset
 from aezoo.data.batches import Batches
 from aezoo.data.sources import cache_dir
 from aezoo.errors import TrainingError, UsageError
+from aezoo.io import atomic_write
+from aezoo.models.protocols import Generative
+from aezoo.runs import load_weights, save_weights
 
 VERSION = "mnist-cnn-v1"  # bump when the architecture or the recipe changes
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics
@@ -165,7 +167,7 @@ def generation_metrics(
 ) -> dict[str, Any]:
     """fld: Fréchet LeNet distance of n samples to the test images; label_accuracy (conditional
     models): the fraction of samples classified as the label they were generated for."""
-    if not hasattr(model, "sample"):
+    if not isinstance(model, Generative):
         raise UsageError("generation metrics need a generative model (one with `sample`)")
     model.eval()
     generator = torch.Generator().manual_seed(seed)

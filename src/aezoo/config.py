@@ -14,10 +14,13 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from aezoo.data.batches import parse_corruption
 from aezoo.errors import UsageError
+from aezoo.io import load_json as load_json  # re-exported: configs are read as JSON
+
+DEVICE_PATTERN = r"auto|(cpu|cuda|mps)(:\d+)?"  # what a device option accepts
 
 C = TypeVar("C")
 
@@ -176,8 +179,6 @@ class DataConfig:
     def __post_init__(self) -> None:
         validate(self)
         if self.noise is not None:
-            from aezoo.data.batches import parse_corruption
-
             parse_corruption(self.noise)
 
 
@@ -237,7 +238,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        if not re.fullmatch(r"auto|(cpu|cuda|mps)(:\d+)?", self.device):
+        if not re.fullmatch(DEVICE_PATTERN, self.device):
             raise UsageError(
                 f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}"
             )
@@ -261,11 +262,14 @@ class TrainConfig:
         return 1.0
 
 
-def load_json(path: Path) -> Any:
-    """Read a JSON file, turning every way it can fail into a UsageError naming the file."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"{path}: not a readable JSON file ({err})") from None
+def split_options(options: Mapping[str, Any]) -> tuple[dict, dict, dict]:
+    """Sort flat keyword options into (train, data, model) by the config that has the field: the
+    one place options are routed."""
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+    train: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    for key, value in options.items():
+        (train if key in train_fields else data if key in data_fields else model)[key] = value
+    return train, data, model

@@ -15,10 +15,16 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from sklearn.manifold import TSNE
+from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 
+from aezoo.device import resolve_device
 from aezoo.errors import UsageError
 from aezoo.models.blocks import sample_labels
+from aezoo.models.protocols import DiscreteLatent
+from aezoo.prior import write_code_samples
+from aezoo.runs import load, load_data, make_batches
 from aezoo.viz import image_rows, latent_scatter, save_figure
 
 Sampler = Literal["prior", "gmm"]
@@ -54,8 +60,6 @@ def latents(
 
 def fit_gmm(codes: np.ndarray, components: int = 10, seed: int = 0) -> Any:
     """An ex-post density on the latents: a full-covariance Gaussian mixture (scikit-learn)."""
-    from sklearn.mixture import GaussianMixture
-
     if len(codes) < components:
         raise UsageError(f"gmm sampler: need at least {components} latents, got {len(codes)}")
     mixture = GaussianMixture(components, covariance_type="full", reg_covar=1e-4, random_state=seed)
@@ -137,8 +141,6 @@ def manifold(model: nn.Module, n: int = 15, span: float = 3.0) -> list[Tensor]:
 
 def tsne(codes: np.ndarray, points: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """2-D t-SNE of a seeded subset of `points` latents; returns (embedding, chosen indices)."""
-    from sklearn.manifold import TSNE
-
     chosen = np.sort(np.random.default_rng(seed).permutation(len(codes))[:points])
     perplexity = min(30.0, max(2.0, (len(chosen) - 1) / 3))
     embedding = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
@@ -176,9 +178,6 @@ def latent_shape(model: nn.Module, batches: Any) -> tuple[int, ...]:
 
 
 def _open(run_dir: str | Path, device: str) -> tuple[Any, Any, Any]:
-    from aezoo.checkpoint import load
-    from aezoo.train import load_data, make_batches, resolve_device
-
     dev = resolve_device(device)
     run = load(run_dir, device=dev)
     train, test = load_data(run.spec.data)
@@ -232,9 +231,7 @@ def sample_run(
     codes samples code grids instead, in each of `modes` (uniform, used, prior; default: all that
     apply), see aezoo.prior.write_code_samples."""
     run, train_batches, test_batches = _open(run_dir, device)
-    if hasattr(run.model, "decode_indices"):
-        from aezoo.prior import write_code_samples
-
+    if isinstance(run.model, DiscreteLatent):
         return write_code_samples(
             run_dir, modes, n, temperature=temperature, label=label, seed=seed, device=device
         )

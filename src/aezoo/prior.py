@@ -17,12 +17,17 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from aezoo import checkpoint as ckpt
+from aezoo import runs as ckpt
 from aezoo.config import TrainConfig, from_dict, load_json, to_dict
 from aezoo.data import Dataset
-from aezoo.data.batches import Batches
+from aezoo.data.batches import Batches, epoch_seed
+from aezoo.device import resolve_device
 from aezoo.errors import TrainingError, UsageError
+from aezoo.loop import lr_at, make_optimizer
 from aezoo.models.pixelcnn import PixelCNN, PixelCNNConfig
+from aezoo.models.protocols import DiscreteLatent
+from aezoo.runs import load_data
+from aezoo.viz import image_rows, save_figure
 
 PRIOR_DIR = "prior"
 SampleMode = Literal["uniform", "used", "prior"]
@@ -59,8 +64,6 @@ def train_prior(
     """Fit a gated PixelCNN to the code grids of a VQ-VAE run's training set; save it in
     RUN_DIR/prior/. Options are PixelCNNConfig fields (channels, layers, kernel) and TrainConfig
     fields (epochs, batch_size, lr, seed, device, ...). Returns the prior and its summary."""
-    from aezoo.train import epoch_seed, load_data, lr_at, make_optimizer, resolve_device
-
     run_dir = Path(run_dir)
     out = run_dir / PRIOR_DIR
     if out.exists() and any(out.iterdir()):
@@ -70,7 +73,7 @@ def train_prior(
     train = from_dict(TrainConfig, train_opts)
     device = resolve_device(train.device)
     run = ckpt.load(run_dir, device=device)
-    if not hasattr(run.model, "encode_indices"):
+    if not isinstance(run.model, DiscreteLatent):
         raise UsageError(f"{run.spec.model} has no discrete codes; train-prior needs a VQ-VAE run")
     train_data, test_data = load_data(run.spec.data)
     num_classes = train_data.num_classes if conditional else 0
@@ -218,9 +221,6 @@ def write_code_samples(
     """figures/samples-<mode>.png for each mode (default: uniform, used, and prior once trained):
     n images decoded from sampled code grids, 10 per row. A conditional prior gets `label`, or
     labels 0..C−1 in turn."""
-    from aezoo.train import resolve_device
-    from aezoo.viz import image_rows, save_figure
-
     if n < 1:
         raise UsageError(f"expected a positive number of samples, got {n}")
     if modes is None:  # every mode that applies: prior once one is trained
@@ -245,32 +245,4 @@ def write_code_samples(
             image_rows(list(images.split(10)), title=f"{run.spec.model}: {mode} codes{note}"),
             paths[-1],
         )
-    return paths
-
-
-@torch.inference_mode()
-def write_code_figures(
-    run_dir: str | Path, model: nn.Module, test_batches: Any, pairs: int = 4, frames: int = 10
-) -> list[Path]:
-    """figures/code-usage.png (test-set usage of each code) and figures/crossfade.png (test
-    images' code grids crossfaded position by position), for a run with discrete codes."""
-    from aezoo.viz import code_usage_figure, image_rows, save_figure
-
-    was_training = model.training
-    model.eval()
-    out = Path(run_dir) / "figures"
-    counts = model.code_usage(test_batches).cpu()
-    paths = [out / "code-usage.png", out / "crossfade.png"]
-    save_figure(code_usage_figure({"test set": counts}), paths[0])
-    x = next(iter(test_batches.epoch(0))).x[: 2 * pairs]  # (2·pairs, C, H, W)
-    codes = model.encode_indices(x)
-    rows = [
-        model.decode_indices(crossfade_codes(codes[2 * i], codes[2 * i + 1], frames))
-        for i in range(len(x) // 2)
-    ]
-    save_figure(
-        image_rows(rows, title="crossfade in code space: b's codes replace a's in raster order"),
-        paths[1],
-    )
-    model.train(was_training)
     return paths

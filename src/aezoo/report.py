@@ -18,13 +18,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aezoo import checkpoint as ckpt
+from aezoo import runs as ckpt
 from aezoo.config import load_json
 from aezoo.errors import UsageError
+from aezoo.figures import FIGURES_DIR
+from aezoo.models import MODELS
+from aezoo.runs import read_metrics
+from aezoo.viz import training_curves
 
 REPORT = "report.html"
 RESULTS = "results.json"  # what an evaluation without training writes (anomaly protocols)
-FIGURES_DIR = "figures"
 
 # (pattern of the path under figures/, title, caption), in the order the panels appear.
 FIGURES: tuple[tuple[str, str, str], ...] = (
@@ -268,8 +271,6 @@ def _figure_html(title: str, caption: str, png: bytes, where: str) -> str:
 
 def _curves_png(records: Sequence[Mapping[str, Any]]) -> bytes:
     """Training curves drawn from metrics.jsonl, for a run whose figure is not (yet) written."""
-    from aezoo.viz import training_curves
-
     buf = io.BytesIO()
     training_curves(list(records)).savefig(buf, format="png", dpi=110)
     return buf.getvalue()
@@ -285,8 +286,6 @@ def _header(
     summary: Mapping[str, Any],
     records: Sequence[Mapping[str, Any]],
 ) -> str:
-    from aezoo.models import MODELS
-
     model, data = str(config.get("model", "?")), config.get("data") or {}
     about = MODELS[model].summary if model in MODELS else ""
     finished = f" · finished {_when(run_dir / ckpt.SUMMARY)}" if summary else ""
@@ -417,8 +416,6 @@ def _results_section(results: Mapping[str, Any]) -> str:
 def render_report(run_dir: str | Path) -> str:
     """The HTML text of a run folder's report: a training run (config.json) or an evaluation that
     wrote results.json and figures/ (the anomaly protocols)."""
-    from aezoo.train import read_metrics
-
     run_dir = Path(run_dir)
     if not (run_dir / ckpt.CONFIG).is_file() and (run_dir / RESULTS).is_file():
         results = load_json(run_dir / RESULTS)

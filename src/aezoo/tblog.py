@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from aezoo.errors import UsageError
+from aezoo.models.protocols import Generative
 
 LOG_DIR = "tensorboard"
 IMAGES = 8  # test images (and samples) per grid
@@ -74,7 +75,7 @@ class TensorBoardLog:
         recon = model.decode(model.encode(self.x_in, self.y), self.y)
         rows = [self.x, self.x_in, recon] if self.denoising else [self.x, recon]
         self.writer.add_image("reconstructions", image_grid([r.float().cpu() for r in rows]), epoch)
-        if hasattr(model, "sample"):
+        if isinstance(model, Generative):
             device = next(model.parameters()).device
             generator = torch.Generator(device).manual_seed(0)  # the same latents every epoch
             samples = model.sample(IMAGES, None, generator).float().cpu()

@@ -1,6 +1,6 @@
 """Figures: arrays in, matplotlib Figure out (no pyplot, so no global state and no display).
 
-`save_figure` writes a PNG atomically; `write_run_figures` draws the figures every run gets.
+`save_figure` writes a PNG atomically; aezoo.figures draws the figures every run gets.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from torch import nn
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from aezoo.checkpoint import atomic_write
+from aezoo.io import atomic_write
 
 
 def as_images(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -145,8 +145,6 @@ def roc_figure(
     curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str | None = None
 ) -> Figure:
     """ROC curves, one per entry {name: (is_anomaly, anomaly_scores)}, AUROC in the legend."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     fig = Figure(figsize=(4.6, 4.2), layout="constrained")
     ax = fig.subplots()
     for name, (is_anomaly, scores) in curves.items():
@@ -189,33 +187,3 @@ def save_figure(fig: Figure, path: Path, dpi: int = 110) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     atomic_write(Path(path), buf.getvalue())
-
-
-@torch.inference_mode()
-def reconstruction_figure(model: nn.Module, batches: Any, n: int = 10) -> Figure:
-    """Test images over their reconstructions (with the corrupted input between, if denoising)."""
-    was_training = model.training
-    model.eval()
-    batch = next(iter(batches.epoch(0)))
-    x, x_in = batch.x[:n], batch.x_in[:n]
-    y = batch.y[:n] if batch.y is not None else None
-    recon = model.decode(model.encode(x_in, y), y)
-    model.train(was_training)
-    if batch.x_in is batch.x:  # no corruption (the slices above are new tensors either way)
-        return image_rows([x, recon], ["original", "reconstruction"])
-    return image_rows([x, x_in, recon], ["original", "corrupted", "reconstruction"])
-
-
-def write_run_figures(
-    run_dir: Path, model: nn.Module, test_batches: Any, records: Sequence[dict[str, Any]]
-) -> list[Path]:
-    """The figures every run folder gets: reconstructions and training curves."""
-    out = Path(run_dir) / "figures"
-    paths = [out / "reconstructions.png", out / "training_curves.png"]
-    save_figure(reconstruction_figure(model, test_batches), paths[0])
-    save_figure(training_curves(records), paths[1])
-    if hasattr(model, "code_usage"):  # discrete codes: usage histogram and code-space crossfade
-        from aezoo.prior import write_code_figures
-
-        paths += write_code_figures(run_dir, model, test_batches)
-    return paths

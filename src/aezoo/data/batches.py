@@ -73,7 +73,9 @@ class Batch:
     loss_scale: float = 1.0
 
 
-def _epoch_seed(seed: int, index: int) -> int:
+def epoch_seed(seed: int, index: int) -> int:
+    """The seed of epoch `index`'s random draws: a function of (seed, index) alone, the one
+    formula every per-epoch generator starts from (each use adds its own stream offset)."""
     return seed * 1_000_003 + index
 
 
@@ -118,7 +120,7 @@ class Batches:
         """A fresh generator for epoch `index`'s pixel noise (binarisation, corruption)."""
         noise = torch.Generator(device=self.device)
         stream = _NOISE_STREAM * (1 + self.part[0])  # each process its own noise
-        return noise.manual_seed((_epoch_seed(self.seed, index) + stream) % 2**63)
+        return noise.manual_seed((epoch_seed(self.seed, index) + stream) % 2**63)
 
     def epoch(
         self, index: int, start: int = 0, noise: torch.Generator | None = None
@@ -129,7 +131,7 @@ class Batches:
         state where they left it (default: `self.noise(index)`, as at the epoch's start)."""
         if self.shuffle:
             # The order comes from a CPU generator, so it is the same on every device.
-            shuffler = torch.Generator().manual_seed(_epoch_seed(self.seed, index))
+            shuffler = torch.Generator().manual_seed(epoch_seed(self.seed, index))
             order = torch.randperm(len(self.images), generator=shuffler)
         else:
             order = torch.arange(len(self.images))

@@ -3,7 +3,8 @@
 Every model is an nn.Module with `encode(x, y=None)`, `decode_logits(z, y=None)`,
 `decode(z, y=None)` (pixel values), `forward(x, y=None)` (the reconstruction) and
 `loss(x, y=None, x_in=None) -> Terms`; generative models add `sample(n, y=None, generator=None)`.
-Conditional models set `num_classes > 0`. Nothing else about a model is assumed anywhere.
+Conditional models set `num_classes > 0`. Anything more (a Gaussian posterior, discrete codes, ...)
+is a Protocol in aezoo.models.protocols that callers check with isinstance.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from torch import nn
 from aezoo.config import from_dict
 from aezoo.errors import UsageError
 from aezoo.models.ae import AE, AEConfig
+from aezoo.models.protocols import (
+    Autoencoder,
+    DiscreteLatent,
+    GaussianLatent,
+    Generative,
+    HasTestMetrics,
+)
 from aezoo.models.terms import Terms
 from aezoo.models.vae import VAE, VAEConfig
 from aezoo.models.vqvae import VQVAE, VQVAEConfig
@@ -139,6 +147,11 @@ __all__ = [
     "AE",
     "MODELS",
     "AEConfig",
+    "Autoencoder",
+    "DiscreteLatent",
+    "GaussianLatent",
+    "Generative",
+    "HasTestMetrics",
     "Preset",
     "Terms",
     "build",

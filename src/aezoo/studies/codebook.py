@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aezoo import checkpoint as ckpt
+from aezoo import runs as ckpt
 from aezoo.errors import UsageError
+from aezoo.runner import train
+from aezoo.runs import load_data, make_batches, new_run_dir
 from aezoo.tables import markdown_table
+from aezoo.viz import code_usage_figure, save_figure
 
 SIZES = (20, 40, 512)
 # The original recipe: codes learned by the codebook loss from a ±1/K start, never restarted.
@@ -45,14 +47,10 @@ def codebook_study(
 ) -> StudyResult:
     """Train `model` for each size in `sizes`, with the health options on (its defaults) and off;
     writes study.json, study.md and code-usage.png in `out`, and one run folder per setting."""
-    from aezoo.train import load_data, make_batches, train
-    from aezoo.viz import code_usage_figure, save_figure
-
     clash = sorted(set(options) & {"codebook_size", *HEALTH_OFF})
     if clash:
         raise UsageError(f"the codebook study sets {clash[0]!r} itself; drop it")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(out) if out is not None else Path("runs") / f"codebook-study-{stamp}"
+    path = new_run_dir("codebook-study", out)
     if path.exists() and any(path.iterdir()):
         raise UsageError(f"{path} already exists and is not empty; choose another --out")
     rows, usage = [], {}

@@ -6,7 +6,7 @@ torch DataLoader (batch 128, shuffle) over a Dataset that makes one PIL image pe
 converts it to a float tensor, as torchvision's MNIST + ToTensor do — training the same model with
 the same optimiser. Reference and aezoo epochs alternate, so machine noise hits both, and the ratio
 survives a noisy machine better than either time. Scaling: seconds per epoch against the number
-of training images and against the batch size. aezoo's side is always `train.fit` itself.
+of training images and against the batch size. aezoo's side is always `loop.fit` itself.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -28,9 +27,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from aezoo.config import DataConfig, to_dict
 from aezoo.data import Dataset
+from aezoo.device import machine, place_model, resolve_device, set_up_device
 from aezoo.errors import UsageError
+from aezoo.loop import fit, make_optimizer
+from aezoo.metrics import evaluator
 from aezoo.models import MODELS, build_from_config, count_parameters, preset
+from aezoo.runs import load_data, make_batches, make_spec
 
 # name → (metric, bound): the quality whose training time is reported. dense-vae's and conv-ae's
 # are issue 7's; the others are provisional, to be confirmed by a full run.
@@ -151,16 +155,6 @@ def _peak_mb(device: torch.device) -> float | None:
 
 def _setup(name: str, train: Dataset, test: Dataset, settings: Settings, **overrides: Any):
     """A fresh model (seed 0), its optimizer, batches and spec, as `aezoo train` makes them."""
-    from aezoo.config import to_dict
-    from aezoo.train import (
-        make_batches,
-        make_optimizer,
-        make_spec,
-        place_model,
-        resolve_device,
-        set_up_device,
-    )
-
     spec = make_spec(name, {**dict(settings.options), **overrides}, train)
     device = resolve_device(spec.train.device)
     set_up_device(device, spec.train)
@@ -172,9 +166,6 @@ def _setup(name: str, train: Dataset, test: Dataset, settings: Settings, **overr
 
 def bench_model(name: str, train: Dataset, test: Dataset, settings: Settings) -> dict[str, Any]:
     """Throughput and peak memory of `fit` on `name`, alternating with the reference epochs."""
-    from aezoo.config import to_dict
-    from aezoo.train import fit, make_optimizer
-
     spec, net, optimizer, train_batches, test_batches = _setup(name, train, test, settings)
     device = next(net.parameters()).device
     # The tutorial's side: the same model and optimizer, built as a tutorial builds them (fp32,
@@ -194,9 +185,8 @@ def bench_model(name: str, train: Dataset, test: Dataset, settings: Settings) ->
 
     _reset_peak(device)
     config = dataclasses.replace(spec.train, epochs=1 + settings.repeats)
-    records = fit(
-        net, optimizer, train_batches, test_batches, config, quiet=True, on_epoch=after_epoch
-    )
+    evaluate = evaluator(test_batches, seed=config.seed)
+    records = fit(net, optimizer, train_batches, evaluate, config, quiet=True, on_epoch=after_epoch)
     reference.append(reference_epoch(ref_net, ref_optimizer, loader))
     seconds = statistics.median(r["seconds"] for r in records[1:])
     eval_seconds = statistics.median(r["eval_seconds"] for r in records[1:])
@@ -220,8 +210,6 @@ def bench_model(name: str, train: Dataset, test: Dataset, settings: Settings) ->
 def time_to_target(name: str, train: Dataset, test: Dataset, settings: Settings) -> dict[str, Any]:
     """Training seconds (evaluations excluded) until the test metric meets TARGETS[name], with the
     preset's training defaults and a learning-rate schedule over `quality_epochs` epochs."""
-    from aezoo.train import fit
-
     metric, bound = TARGETS[name]
     spec, net, optimizer, train_batches, test_batches = _setup(
         name, train, test, settings, epochs=settings.quality_epochs
@@ -237,7 +225,8 @@ def time_to_target(name: str, train: Dataset, test: Dataset, settings: Settings)
 
     result = {"metric": metric, "target": bound}
     try:
-        fit(net, optimizer, train_batches, test_batches, spec.train, quiet=True, on_epoch=check)
+        evaluate = evaluator(test_batches, seed=spec.train.seed)
+        fit(net, optimizer, train_batches, evaluate, spec.train, quiet=True, on_epoch=check)
     except _Reached as reached:
         return {**result, "reached": True, "epochs": reached.args[0], "seconds": round(elapsed, 2)}
     return {**result, "reached": False, "epochs": settings.quality_epochs, "best": best}
@@ -246,8 +235,6 @@ def time_to_target(name: str, train: Dataset, test: Dataset, settings: Settings)
 def scaling(name: str, train: Dataset, test: Dataset, settings: Settings) -> list[dict[str, Any]]:
     """Seconds per epoch against the number of training images (batch 128) and against the
     batch size (all the training images of the run)."""
-    from aezoo.train import fit
-
     points = [(n, 128) for n in settings.scaling_images if n <= len(train)]
     points += [(len(train), b) for b in settings.scaling_batches]
     rows = []
@@ -257,7 +244,8 @@ def scaling(name: str, train: Dataset, test: Dataset, settings: Settings) -> lis
             name, subset, test, settings, batch_size=batch_size
         )
         config = dataclasses.replace(spec.train, epochs=1 + settings.repeats)
-        records = fit(net, optimizer, train_batches, test_batches, config, quiet=True)
+        evaluate = evaluator(test_batches, seed=config.seed)
+        records = fit(net, optimizer, train_batches, evaluate, config, quiet=True)
         seconds = statistics.median(r["seconds"] for r in records[1:])
         rows.append(
             {
@@ -272,19 +260,6 @@ def scaling(name: str, train: Dataset, test: Dataset, settings: Settings) -> lis
 
 
 # --- the whole benchmark -------------------------------------------------------------------
-def machine(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
-            )
-    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return {**info, "torch": torch.__version__, "python": platform.python_version()}
-
-
 def run(
     models: Sequence[str] | None = None,
     *,
@@ -296,9 +271,6 @@ def run(
 ) -> Path:
     """Benchmark `models` (default: all registered) and write OUT/bench-DEVICE[-TAGS].json and
     .md (tags: quick, compile, bf16, threadsN); returns the Markdown file's path."""
-    from aezoo.config import DataConfig
-    from aezoo.train import load_data, resolve_device
-
     settings = settings or Settings()
     models = list(models) if models else list(MODELS)
     check_models(models)

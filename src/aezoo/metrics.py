@@ -3,7 +3,9 @@ deterministic reconstruction decode(encode(x)); models with more to say add `tes
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -12,6 +14,12 @@ from torch import Tensor, nn
 from aezoo.data.batches import Batches
 from aezoo.errors import UsageError
 from aezoo.losses import bernoulli_nll
+from aezoo.models.protocols import GaussianLatent, HasTestMetrics
+
+
+def evaluator(batches: Batches, *, seed: int = 0) -> Callable[[nn.Module], dict[str, Any]]:
+    """`evaluate` on `batches` as the training loop's per-epoch evaluation callback."""
+    return functools.partial(evaluate, batches=batches, seed=seed)
 
 
 @torch.inference_mode()
@@ -51,7 +59,7 @@ def evaluate(model: nn.Module, batches: Batches, *, seed: int = 0) -> dict[str, 
         metrics: dict[str, Any] = {f"test_{k}": float(v) / count for k, v in sums.items()}
         if codes:  # a VQ-VAE: codebook usage from the codes of the pass above
             metrics.update(model.test_metrics(batches, codes=torch.cat(codes)))
-        elif hasattr(model, "test_metrics"):
+        elif isinstance(model, HasTestMetrics):
             metrics.update(model.test_metrics(batches))
     model.train(was_training)
     return metrics
@@ -67,7 +75,7 @@ def iwae_nll(
     Needs a model with `log_importance_weights(x, y, samples, generator) -> (K, B)`. Samples are
     drawn in chunks of about `chunk` decoded images, so memory does not grow with K.
     """
-    if not hasattr(model, "log_importance_weights"):
+    if not isinstance(model, GaussianLatent):
         raise UsageError("the importance-weighted NLL needs a model with a posterior (a VAE)")
     if samples < 1:
         raise UsageError(f"nll samples: expected a positive number, got {samples}")

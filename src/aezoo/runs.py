@@ -1,99 +1,47 @@
-"""Saving and loading runs: safetensors for tensors, JSON for everything else, atomic writes.
+"""Run folders: their names, what defines a run (RunSpec), saving and loading weights and
+checkpoints, metrics.jsonl, finding runs, and the data a run trains on.
 
 A run folder holds config.json, model.safetensors, checkpoint/last.safetensors (weights, optimizer
 state and the epoch — after Ctrl-C also where the epoch stood — in one file so it is either wholly
-there or not), metrics.jsonl, summary.json and figures/. Nothing here ever unpickles: a file that
-is not safetensors or JSON is refused.
+there or not), metrics.jsonl, summary.json and figures/. Nothing here ever unpickles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import nn
 
-from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, to_dict
+from aezoo import distributed
+from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, split_options, to_dict
+from aezoo.data import Dataset, binarize_once, load_dataset
+from aezoo.data.batches import Batches, parse_corruption
+from aezoo.device import place_model
 from aezoo.errors import UsageError
+from aezoo.io import TEMPORARY, atomic_write, read_safetensors, remove_temporaries, write_json
+from aezoo.io import write_safetensors as _write_safetensors
 from aezoo.models import build_from_config, preset
+from aezoo.version import __version__
+
+__all__ = ["TEMPORARY", "atomic_write", "remove_temporaries", "write_json"]  # re-exported
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 CHECKPOINT = Path("checkpoint") / "last.safetensors"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
-TEMPORARY = ".*.tmp"  # the names of atomic_write's temporary files
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`: a
-    reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def remove_temporaries(folder: Path) -> None:
-    """Delete what atomic writes killed mid-way (SIGKILL, power cut) left in `folder`, at any
-    depth: temporary files no reader ever takes for the real ones."""
-    for tmp in Path(folder).rglob(TEMPORARY):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; anything else is refused with the file named."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except OSError as err:
-        raise UsageError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
-    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as err:
-        raise UsageError(
-            f"{path}: not a safetensors file ({err}); aezoo loads nothing else"
-        ) from None
-    return tensors, metadata
-
-
-def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
     """The model's state dict as safetensors, atomically."""
-    atomic_write(path, st_save(_contiguous(model.state_dict())))
+    _write_safetensors(path, model.state_dict())
 
 
 def _load_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: Path) -> None:
@@ -118,7 +66,7 @@ def _load_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: P
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load a safetensors state dict into `model`."""
-    tensors, _ = _read_safetensors(path)
+    tensors, _ = read_safetensors(path)
     _load_state(model, tensors, path)
 
 
@@ -148,7 +96,7 @@ def save_checkpoint(
         "param_groups": json.dumps(opt["param_groups"]),
         "optim_scalars": json.dumps(scalars),
     }
-    atomic_write(Path(run_dir) / CHECKPOINT, st_save(_contiguous(saved), metadata=metadata))
+    _write_safetensors(Path(run_dir) / CHECKPOINT, saved, metadata)
 
 
 def load_checkpoint(
@@ -159,7 +107,7 @@ def load_checkpoint(
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         raise UsageError(f"{run_dir}: no checkpoint to resume from ({CHECKPOINT} is missing)")
-    tensors, meta = _read_safetensors(path)
+    tensors, meta = read_safetensors(path)
     try:
         epoch = int(meta["epoch"])
         state = json.loads(meta["state"])
@@ -218,8 +166,6 @@ class RunSpec:
             )
 
     def to_json(self) -> dict[str, Any]:
-        from aezoo import __version__
-
         return {
             "aezoo": __version__,
             "model": self.model,
@@ -256,12 +202,161 @@ class Run:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+TEST_SEED = 12345  # fixes the test set's corruption and binarisation across runs
+
+
+def new_run_dir(prefix: str, out: str | Path | None = None) -> Path:
+    """`out` if given, else runs/PREFIX-YYYYmmdd-HHMMSS (with -2, -3, ... if that exists): the one
+    place run and study folders are named."""
+    if out is not None:
+        return Path(out)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / f"{prefix}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path("runs") / f"{prefix}-{stamp}-{suffix}"
+    return path
+
+
+def create_run_dir(run_dir: Path, spec: RunSpec) -> None:
+    """A new, empty run folder holding config.json; an existing non-empty one is an error."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"{run_dir} exists and is not a folder; choose another --out")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(
+            f"{run_dir} already exists and is not empty; choose another --out, or "
+            f"continue it with --resume {run_dir}"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create the run folder {run_dir} ({err.strerror})") from None
+    try:
+        write_json(run_dir / CONFIG, spec.to_json())
+    except OSError as err:
+        raise UsageError(f"cannot write to the run folder {run_dir} ({err.strerror})") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of metrics.jsonl (a torn last line from a crash is dropped)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def find_runs(folder: str | Path) -> list[Path]:
+    """Run folders under `folder` (any depth): those whose config.json names a model and data."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder")
+    found = []
+    for config in folder.rglob(CONFIG):
+        try:
+            obj = json.loads(config.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(obj, dict) and {"model", "train", "data"} <= set(obj):
+            found.append(config.parent)
+    return sorted(found, key=lambda p: (p / CONFIG).stat().st_mtime)
+
+
+def make_spec(model: str, options: Mapping[str, Any], train_data: Dataset) -> RunSpec:
+    """A RunSpec from a model name and flat options; the model's image shape comes from the data."""
+    train_opts, data_opts, model_opts = split_options(options)
+    p = preset(model)
+    fields = {f.name for f in dataclasses.fields(p.config)}
+    if "image_shape" in fields:
+        model_opts.setdefault("image_shape", train_data.image_shape)
+    if (
+        "num_classes" in fields
+        and p.options.get("num_classes", 0)
+        and "num_classes" not in model_opts
+    ):
+        model_opts["num_classes"] = max(train_data.num_classes, p.options["num_classes"])
+    return RunSpec(
+        model,
+        p.make_config(**model_opts),
+        from_dict(TrainConfig, {**p.training, **train_opts}),
+        from_dict(DataConfig, data_opts),
+    )
+
+
+def load_data(config: DataConfig) -> tuple[Dataset, Dataset]:
+    """The (train, test) data sets of a DataConfig, with subsets and static binarisation."""
+    train = load_dataset(config.dataset, "train", data_dir=config.data_dir)
+    test = load_dataset(config.dataset, "test", data_dir=config.data_dir)
+    if config.train_subset is not None:
+        train = train.subset(config.train_subset, seed=0)
+    if config.test_subset is not None:
+        test = test.subset(config.test_subset, seed=0)
+    if config.binarize == "static":
+        train = binarize_once(train, seed=TEST_SEED + 1)
+    if config.binarize != "none":
+        test = binarize_once(test, seed=TEST_SEED)
+    return train, test
+
+
+def make_batches(
+    spec: RunSpec, train: Dataset, test: Dataset, device: torch.device
+) -> tuple[Batches, Batches]:
+    """A run's training batches (shuffled, this process's slice under torchrun) and test batches
+    (fixed order and noise)."""
+    corruption = parse_corruption(spec.data.noise) if spec.data.noise else None
+    train_batches = Batches(
+        train,
+        spec.train.batch_size,
+        device=device,
+        seed=spec.train.seed,
+        shuffle=True,
+        binarize="dynamic" if spec.data.binarize == "dynamic" else "none",
+        corruption=corruption,
+        part=distributed.world(),
+    )
+    test_batches = Batches(
+        test,
+        spec.train.eval_batch_size,
+        device=device,
+        seed=TEST_SEED,
+        shuffle=False,
+        corruption=corruption,
+    )
+    return train_batches, test_batches
+
+
+def check_data(spec: RunSpec, train: Dataset, test: Dataset) -> None:
+    """Data the model cannot take is an error before the first step, naming what it expects."""
+    shape = getattr(spec.model_config, "image_shape", None)
+    classes = getattr(spec.model_config, "num_classes", 0)
+    for split, data in (("training", train), ("test", test)):
+        if shape is not None and data.image_shape != tuple(shape):
+            raise UsageError(
+                f"the {split} images of {data.name} are {data.image_shape} (C, H, W); "
+                f"{spec.model} expects {tuple(shape)}"
+            )
+        if classes and data.labels is None:
+            raise UsageError(
+                f"{spec.model} is conditioned on labels, and the {split} set of {data.name} "
+                "has none"
+            )
+        if classes and data.num_classes > classes:
+            raise UsageError(
+                f"the {split} labels of {data.name} go up to {data.num_classes - 1}; "
+                f"{spec.model} takes labels 0..{classes - 1} (num_classes {classes})"
+            )
+
+
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """Rebuild a run's model from config.json and model.safetensors (falling back to the last
     checkpoint of an unfinished run), in the memory layout training used on `device` (so the
     loaded model computes exactly what the trained one did)."""
-    from aezoo.train import place_model
-
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise UsageError(f"{run_dir} is not a run folder (no {CONFIG})")
@@ -270,7 +365,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     if (run_dir / WEIGHTS).exists():
         load_weights(model, run_dir / WEIGHTS)
     elif (run_dir / CHECKPOINT).exists():
-        tensors, _ = _read_safetensors(run_dir / CHECKPOINT)
+        tensors, _ = read_safetensors(run_dir / CHECKPOINT)
         _load_state(
             model,
             {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},

@@ -9,6 +9,7 @@ that one training (`rescore`), and returns a JSON-ready dict; with `out`, it als
 from __future__ import annotations
 
 import dataclasses
+import io
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.utils.validation import check_array
 
-from aezoo.anomaly import AnomalyDetector, has_posterior, python_scalar, rescore
+from aezoo.anomaly.detector import AnomalyDetector, has_posterior, python_scalar, rescore
 from aezoo.config import DataConfig, TrainConfig
 from aezoo.data import Dataset, load_dataset
 from aezoo.errors import UsageError
+from aezoo.io import atomic_write, write_json
 from aezoo.models import preset
+from aezoo.viz import roc_figure, save_figure, score_histogram
 
 DATA_OPTIONS = ("dataset", "data_dir", "train_subset", "test_subset")
 DETECTOR_PARAMS = (
@@ -94,8 +99,6 @@ def detection_metrics(
     is_anomaly: np.ndarray, anomaly_scores: np.ndarray, flagged: np.ndarray
 ) -> dict[str, Any]:
     """AUROC and average precision (anomalies positive), and the confusion at the threshold."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     is_anomaly, flagged = np.asarray(is_anomaly, bool), np.asarray(flagged, bool)
     tp, fp = int((flagged & is_anomaly).sum()), int((flagged & ~is_anomaly).sum())
     fn, tn = int((~flagged & is_anomaly).sum()), int((~flagged & ~is_anomaly).sum())
@@ -187,9 +190,6 @@ def write_holdout(
     out: Path, result: Mapping[str, Any], curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]]
 ) -> list[Path]:
     """results.json, figures/roc.png and figures/scores_<score>.png of a hold-out run."""
-    from aezoo.checkpoint import write_json
-    from aezoo.viz import roc_figure, save_figure, score_histogram
-
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "results.json", out / "figures" / "roc.png"]
     write_json(paths[0], result)
@@ -281,8 +281,6 @@ def mnist_one_class(
     }
     result["table"] = one_class_table(result)
     if out is not None:
-        from aezoo.checkpoint import atomic_write, write_json
-
         write_json(Path(out) / "one_class.json", result)
         atomic_write(Path(out) / "one_class.md", (result["table"] + "\n").encode())
     return result
@@ -338,8 +336,6 @@ def _labels(y: Any, n: int, name: str) -> np.ndarray:
 
 def _rows(x: Any, name: str) -> np.ndarray:
     """Tabular rows checked as scikit-learn does, its complaint turned into a UsageError."""
-    from sklearn.utils.validation import check_array
-
     try:
         return check_array(x, dtype=np.float64)
     except ValueError as err:
@@ -427,10 +423,6 @@ def evaluate_tabular(
             _say(quiet, f"tabular: {model} {score}: AUROC {entry['auroc']:.4f}")
         result["scores"][score] = entry
     if out is not None:
-        import io
-
-        from aezoo.checkpoint import atomic_write, write_json
-
         write_json(Path(out) / "results.json", result)
         buffer = io.BytesIO()
         np.savez(buffer, **test_scores)

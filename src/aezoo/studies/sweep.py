@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from aezoo.checkpoint import Run, atomic_write
 from aezoo.errors import UsageError
+from aezoo.explore import traverse
+from aezoo.io import atomic_write
+from aezoo.models import preset
+from aezoo.runner import train
+from aezoo.runs import Run, new_run_dir
 from aezoo.tables import markdown_table
 from aezoo.viz import image_rows, save_figure
 
@@ -30,8 +33,6 @@ class SweepResult:
 
 @torch.inference_mode()
 def _traversal_rows(run: Run, dims: int = 4, steps: int = 9) -> tuple[list, list[str]]:
-    from aezoo.explore import traverse
-
     model, kl = run.model, np.asarray(run.summary["test_kl_per_dim"])
     top = [int(d) for d in np.argsort(-kl, kind="stable")[:dims]]
     base = torch.zeros(len(kl))
@@ -52,15 +53,11 @@ def sweep(
 ) -> SweepResult:
     """Train `model` once per β (same seed and options) into OUT/beta-B/; write OUT/sweep.json,
     OUT/sweep.md and OUT/traversals.png."""
-    from aezoo.models import preset
-    from aezoo.train import train
-
     if not betas:
         raise UsageError("sweep: give at least one β, e.g. --beta 1,2,4,10")
     if "beta" not in {f for f in preset(model).config.__dataclass_fields__}:
         raise UsageError(f"sweep: model {model!r} has no β (try conv-vae or dense-vae)")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(out) if out is not None else Path("runs") / f"sweep-{model}-{stamp}"
+    path = new_run_dir(f"sweep-{model}", out)
     runs, rows = [], []
     for beta in betas:
         run = train(model, out=path / f"beta-{beta:g}", quiet=quiet, beta=float(beta), **options)

@@ -6,22 +6,26 @@ Every number in a table is read from a run's summary.json and config.json; nothi
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from aezoo import checkpoint as ckpt
-from aezoo.config import DataConfig, from_dict, load_json
+from aezoo import classifier
+from aezoo import runs as ckpt
+from aezoo.config import DataConfig, from_dict, load_json, split_options
+from aezoo.device import machine_text
 from aezoo.errors import UsageError
+from aezoo.models import MODELS, Generative, preset
 from aezoo.report import REPORT, data_uri, format_value, page
+from aezoo.runner import train
+from aezoo.runs import find_runs, load_data, new_run_dir
+from aezoo.viz import image_rows, save_figure
 
 FIGURE = "zoo-reconstructions.png"
 
@@ -146,8 +150,6 @@ def text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def _html_table(rows: Sequence[dict[str, Any]], link: Callable[[dict[str, Any]], str]) -> str:
-    from html import escape
-
     head = "".join(f'<th title="{escape(c.meaning)}">{escape(c.heading)}</th>' for c in COLUMNS)
     body = []
     for row in rows:
@@ -193,10 +195,6 @@ def zoo(
     options into OUT/MODEL/; then write OUT/zoo.json, zoo.md, zoo.html and the FIGURE. With
     `sample_quality` = n > 0, each generative model's n samples are judged by the reference
     classifier (Fréchet LeNet distance; label accuracy for conditional models)."""
-    from aezoo.models import MODELS, preset
-    from aezoo.train import load_data, split_options, train
-    from aezoo.viz import image_rows, save_figure
-
     models = list(models) if models else list(MODELS)
     for name in models:
         preset(name)
@@ -208,11 +206,7 @@ def zoo(
             f"zoo: option {sorted(model_opts)[0]!r} is not a training or data "
             "option (every model of the zoo gets the same options)"
         )
-    path = (
-        Path(out)
-        if out is not None
-        else Path("runs") / datetime.now().strftime("zoo-%Y%m%d-%H%M%S")
-    )
+    path = new_run_dir("zoo", out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"{path} already exists and is not empty; choose another --out")
 
@@ -227,12 +221,10 @@ def zoo(
     for name in models:
         run = train(name, out=path / name, quiet=quiet, **options)
         row = {**run_row(run.path), "run": name}
-        if sample_quality > 0 and hasattr(run.model, "sample"):
-            from aezoo.classifier import generation_metrics, reference_classifier
-
+        if sample_quality > 0 and isinstance(run.model, Generative):
             device = next(run.model.parameters()).device
-            judge = judge or reference_classifier(device, quiet=quiet)
-            row.update(generation_metrics(run.model, test, judge, n=sample_quality))
+            judge = judge or classifier.reference_classifier(device, quiet=quiet)
+            row.update(classifier.generation_metrics(run.model, test, judge, n=sample_quality))
         rows.append(row)
         recons.append(reconstruct(run.model, x, y))
     seconds = time.perf_counter() - started
@@ -250,23 +242,13 @@ def zoo(
         "dataset": rows[0]["dataset"],
         "options": options,
         "seconds": round(seconds, 1),
-        "machine": machine(),
+        "machine": machine_text(),
         "created": datetime.now().isoformat(timespec="seconds"),
     }
     ckpt.write_json(path / "zoo.json", {**meta, "rows": rows})
     ckpt.atomic_write(path / "zoo.md", _markdown_page(meta, table).encode())
     ckpt.atomic_write(path / "zoo.html", _html_page(path, meta, rows).encode())
     return ZooResult(path, rows, table)
-
-
-def machine() -> str:
-    """The hardware the numbers were measured on, in words."""
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    return (
-        f"{os.cpu_count()}-core {platform.machine()} CPU, {torch.get_num_threads()} torch "
-        f"threads, torch {torch.__version__}"
-    )
 
 
 def _options_text(options: dict[str, Any]) -> str:
@@ -284,8 +266,6 @@ def _markdown_page(meta: dict[str, Any], table: str) -> str:
 
 
 def _html_page(path: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
-    from html import escape
-
     body = [
         f"<h1>aezoo zoo on {escape(str(meta['dataset']))}</h1>",
         f'<p class="sub">Options: {escape(_options_text(meta["options"]))} · '
@@ -306,22 +286,6 @@ def _html_page(path: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]])
 # ---- the runs of a folder ----------------------------------------------------------------------
 
 RUNS_HEADER = ("run", "model", "dataset", "epochs", "test MSE", "−ELBO / NLL", "started")
-
-
-def find_runs(folder: str | Path) -> list[Path]:
-    """Run folders under `folder` (any depth): those whose config.json names a model and data."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: no such folder")
-    found = []
-    for config in folder.rglob(ckpt.CONFIG):
-        try:
-            obj = json.loads(config.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if isinstance(obj, dict) and {"model", "train", "data"} <= set(obj):
-            found.append(config.parent)
-    return sorted(found, key=lambda p: (p / ckpt.CONFIG).stat().st_mtime)
 
 
 def list_runs(folder: str | Path = "runs") -> list[dict[str, Any]]:

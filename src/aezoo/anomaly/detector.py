@@ -36,11 +36,15 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
 
 from aezoo.data import Dataset, binarize_once
+from aezoo.device import resolve_device
 from aezoo.errors import UsageError
+from aezoo.explore import fit_gmm
+from aezoo.loop import fit as fit_loop
+from aezoo.loop import make_optimizer
 from aezoo.losses import gaussian_kl, gaussian_log_density, iw_bound, reconstruction_loss
+from aezoo.metrics import evaluator
 from aezoo.models import MODELS, preset
-from aezoo.train import fit as fit_loop
-from aezoo.train import make_batches, make_optimizer, make_spec, resolve_device
+from aezoo.runs import make_batches, make_spec
 
 SCORES = ("recon", "elbo", "nll", "latent")
 TABULAR_RANGE = 4.0  # standard deviations mapped onto [0, 1] either side of the mean
@@ -172,7 +176,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             torch.manual_seed(seed)
             net = preset(spec.model).model(spec.model_config).to(device)
             records = fit_loop(
-                net, make_optimizer(net, spec.train), train, evaluation, spec.train, quiet=True
+                net,
+                make_optimizer(net, spec.train),
+                train,
+                evaluator(evaluation, seed=spec.train.seed),
+                spec.train,
+                quiet=True,
             )
         self.model_ = net.eval()
         self.loss_curve_ = [r["train_loss"] for r in records]
@@ -183,8 +192,6 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         """The score's own fitted parts (the latent mixture) and the threshold, from training x."""
         self.__dict__.pop("latent_density_", None)  # a refit with another score drops the old
         if self.anomaly_score == "latent":
-            from aezoo.explore import fit_gmm
-
             codes = self._codes(x)
             if codes.shape[1] > MAX_CODE_WIDTH:
                 raise UsageError(

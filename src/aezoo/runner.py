@@ -1,0 +1,236 @@
+"""`train`: a run folder from a model name and flat options, or an interrupted run continued;
+the final weights, summary, figures and report of a trained run.
+
+Reproducibility: the weights are initialised after `torch.manual_seed(seed)`; epoch k's data order,
+corruption and binarisation draw from generators seeded by (seed, k), and the global RNG (dropout,
+reparameterisation) is reseeded from (seed, k) at the start of the epoch. So a run resumed from the
+checkpoint after epoch k continues exactly as the uninterrupted run would have; one stopped by
+Ctrl-C mid-epoch also saves where the epoch stood (aezoo.resume.Progress) and continues it exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aezoo import distributed, figures, report, tblog
+from aezoo import runs as ckpt
+from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, split_options, to_dict
+from aezoo.data import Dataset
+from aezoo.data.batches import Batches
+from aezoo.device import place_model, resolve_device, set_up_device
+from aezoo.errors import Interrupted, TrainingError, UsageError
+from aezoo.loop import anomaly_detection, fit, make_optimizer
+from aezoo.metrics import evaluator
+from aezoo.models import build_from_config, count_parameters, preset
+from aezoo.resume import Progress, Stop, StopOnSigint
+from aezoo.runs import (
+    RunSpec,
+    check_data,
+    create_run_dir,
+    load_data,
+    make_batches,
+    make_spec,
+    new_run_dir,
+    read_metrics,
+)
+
+
+@distributed.in_process_group
+def train(
+    model: str | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    quiet: bool = False,
+    tensorboard: bool = False,
+    **options: Any,
+) -> ckpt.Run:
+    """Train `model` (a registry name) with flat options, e.g. train("dense-ae", epochs=5,
+    latent_dim=16, train_subset=5000), writing a run folder; or continue `resume=RUN_DIR`.
+    `tensorboard=True` also logs to RUN_DIR/tensorboard (needs the tensorboard extra).
+    Under torchrun, data-parallel over its processes; rank 0 writes (aezoo.distributed)."""
+    quiet = quiet or not distributed.is_main()
+    if tensorboard:
+        tblog.summary_writer_class()  # missing tensorboard is an error before anything is written
+    if resume is not None:
+        return _resume(Path(resume), quiet=quiet, tensorboard=tensorboard, **options)
+    if model is None:
+        raise UsageError("name a model to train (see `aezoo list`), or pass resume=RUN_DIR")
+    train_opts, data_opts, model_opts = split_options(options)
+    preset(model).make_config(**model_opts)  # a bad model option is found before data loads
+    data_config = from_dict(DataConfig, data_opts)
+    device = distributed.local_device(resolve_device(from_dict(TrainConfig, train_opts).device))
+    train_data, test_data = load_data(data_config)
+    spec = make_spec(model, options, train_data)
+    set_up_device(device, spec.train)
+    check_data(spec, train_data, test_data)
+    run_dir = new_run_dir(model, out)
+    run_dir = distributed.broadcast_object(run_dir)  # rank 0's name (it holds a timestamp)
+    torch.manual_seed(spec.train.seed)
+    net = place_model(build_from_config(spec.model, to_dict(spec.model_config)), device, spec.train)
+    optimizer = make_optimizer(net, spec.train)
+    distributed.on_main(create_run_dir, run_dir, spec)  # the one process that writes
+    return _run(run_dir, spec, net, optimizer, (train_data, test_data), 0, [], quiet, tensorboard)
+
+
+def _resume(
+    run_dir: Path, *, quiet: bool = False, tensorboard: bool = False, **options: Any
+) -> ckpt.Run:
+    extra = sorted(set(options) - {"device"})
+    if extra:
+        raise UsageError(
+            f"--resume takes the run's options from {run_dir / ckpt.CONFIG}; drop {extra[0]!r}"
+        )
+    if not (run_dir / ckpt.CONFIG).exists():
+        raise UsageError(f"{run_dir} is not a run folder (no {ckpt.CONFIG})")
+    spec = RunSpec.from_json(load_json(run_dir / ckpt.CONFIG), str(run_dir / ckpt.CONFIG))
+    if "device" in options:
+        spec = dataclasses.replace(
+            spec, train=dataclasses.replace(spec.train, device=options["device"])
+        )
+    device = distributed.local_device(resolve_device(spec.train.device))
+    set_up_device(device, spec.train)
+    if distributed.is_main():
+        ckpt.remove_temporaries(run_dir)  # what a kill in mid-write left
+    # Killed before its first checkpoint: the seed rebuilds the very start, as train() made it.
+    from_start = not (run_dir / ckpt.CHECKPOINT).exists() and not (run_dir / ckpt.WEIGHTS).exists()
+    torch.manual_seed(spec.train.seed)
+    net = place_model(build_from_config(spec.model, to_dict(spec.model_config)), device, spec.train)
+    optimizer = make_optimizer(net, spec.train)
+    epoch, state = (0, {}) if from_start else ckpt.load_checkpoint(run_dir, net, optimizer)
+    if from_start and not quiet:
+        print(f"{run_dir} has no checkpoint yet: training from the start", file=sys.stderr)
+    records = read_metrics(run_dir)[:epoch]
+    if distributed.is_main():
+        ckpt.atomic_write(
+            run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in records).encode()
+        )
+    data = load_data(spec.data)
+    check_data(spec, *data)
+    progress = Progress.from_checkpoint(epoch, state)
+    return _run(run_dir, spec, net, optimizer, data, epoch, records, quiet, tensorboard, progress)
+
+
+def _run(
+    run_dir: Path,
+    spec: RunSpec,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: tuple[Dataset, Dataset],
+    start_epoch: int,
+    records: list[dict[str, Any]],
+    quiet: bool,
+    tensorboard: bool = False,
+    progress: Progress | None = None,
+) -> ckpt.Run:
+    device = next(net.parameters()).device
+    train_batches, test_batches = make_batches(spec, *data, device)
+    metrics_path = run_dir / ckpt.METRICS
+    board = None
+    if tensorboard and distributed.is_main():
+        board = tblog.TensorBoardLog(run_dir, net, test_batches, spec.to_json())
+
+    def on_epoch(epoch: int, record: dict[str, Any]) -> None:
+        with writing(run_dir, f"epoch {epoch}'s metrics and checkpoint"):
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            ckpt.save_checkpoint(run_dir, net, optimizer, epoch, {"seed": spec.train.seed})
+        if board is not None:
+            board.log(epoch, record)
+
+    if not quiet:
+        print(
+            f"training {spec.model} ({count_parameters(net):,} parameters) on {spec.data.dataset}"
+            f" ({len(data[0])} images, {device}) → {run_dir}",
+            file=sys.stderr,
+        )
+    try:
+        with StopOnSigint() as stop, anomaly_detection(spec.train.detect_anomaly):
+            records = records + fit(
+                net,
+                optimizer,
+                train_batches,
+                evaluator(test_batches, seed=spec.train.seed),
+                spec.train,
+                start_epoch=start_epoch,
+                resume=progress,
+                quiet=quiet,
+                on_epoch=on_epoch if distributed.is_main() else None,
+                stop=stop,
+            )
+    except Stop as stopped:
+        where = f"after epoch {len(read_metrics(run_dir))}"
+        if stopped.progress is not None and distributed.is_main():
+            state, tensors = stopped.progress.to_checkpoint()
+            with writing(run_dir, "the checkpoint of the interrupted epoch"):
+                ckpt.save_checkpoint(
+                    run_dir,
+                    net,
+                    optimizer,
+                    stopped.progress.epoch,
+                    {"seed": spec.train.seed, **state},
+                    tensors,
+                )
+            where = f"at step {stopped.progress.step} of epoch {stopped.progress.epoch + 1}"
+        raise Interrupted(
+            f"stopped {where}, checkpoint saved; continue with: aezoo train --resume {run_dir}"
+        ) from None
+    except KeyboardInterrupt:
+        done = len(read_metrics(run_dir))
+        raise Interrupted(
+            f"stopped after {done} complete epoch(s); continue with: aezoo train --resume {run_dir}"
+        ) from None
+    finally:
+        if board is not None:
+            board.close()
+    if not distributed.is_main():  # rank 0 writes the results
+        return ckpt.Run(path=run_dir, model=net.eval(), spec=spec)
+    with writing(run_dir, "the final weights, summary and figures"):
+        return finish_run(run_dir, spec, net, records, test_batches)
+
+
+@contextlib.contextmanager
+def writing(run_dir: Path, what: str) -> Iterator[None]:
+    """An OSError (a full disk, a read-only folder) while writing `what` becomes one clear
+    TrainingError; atomic writes leave the previous checkpoint as it was."""
+    try:
+        yield
+    except OSError as err:
+        raise TrainingError(
+            f"cannot write {what} in {run_dir} ({err.strerror or err}); the last checkpoint is "
+            f"kept: make room, then continue with: aezoo train --resume {run_dir}"
+        ) from None
+
+
+def finish_run(
+    run_dir: Path,
+    spec: RunSpec,
+    net: nn.Module,
+    records: list[dict[str, Any]],
+    test_batches: Batches,
+) -> ckpt.Run:
+    """Final weights, summary.json, figures and report.html of a trained run."""
+    ckpt.save_weights(net, run_dir / ckpt.WEIGHTS)
+    last = records[-1] if records else {}
+    summary = {
+        "model": spec.model,
+        "dataset": spec.data.dataset,
+        "epochs": len(records),
+        "params": count_parameters(net),
+        "train_seconds": round(sum(r.get("seconds", 0.0) for r in records), 3),
+        **{k: v for k, v in last.items() if k.startswith("test_")},
+    }
+    ckpt.write_json(run_dir / ckpt.SUMMARY, summary)
+    figures.write_run_figures(run_dir, net, test_batches, records)
+    report.write_report(run_dir)
+    net.eval()
+    return ckpt.Run(path=run_dir, model=net, spec=spec, summary=summary)

@@ -1,0 +1,1 @@
+"""Studies: many runs, one comparison — the zoo, the β sweep, the codebook study, the benchmark."""
