@@ -24,7 +24,7 @@ from aezoo.data import load_dataset
 from aezoo.data.batches import Batches
 from aezoo.loop import make_optimizer
 from aezoo.models import build
-from aezoo.studies.bench import reference_epoch, reference_loader
+from aezoo.studies.reference import reference_epoch, reference_loader
 
 RESULTS = Path(__file__).parent / "results"
 

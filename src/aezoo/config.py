@@ -262,14 +262,18 @@ class TrainConfig:
         return 1.0
 
 
-def split_options(options: Mapping[str, Any]) -> tuple[dict, dict, dict]:
-    """Sort flat keyword options into (train, data, model) by the config that has the field: the
-    one place options are routed."""
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
-    train: dict[str, Any] = {}
-    data: dict[str, Any] = {}
-    model: dict[str, Any] = {}
+def route_options(options: Mapping[str, Any], *classes: type) -> list[dict[str, Any]]:
+    """Sort flat keyword options by config: one dict per class in `classes` (the first that has
+    the field), and a last one with the rest. The one place options are routed."""
+    fields = [{f.name for f in dataclasses.fields(cls)} for cls in classes]
+    routed: list[dict[str, Any]] = [{} for _ in range(len(classes) + 1)]
     for key, value in options.items():
-        (train if key in train_fields else data if key in data_fields else model)[key] = value
+        index = next((i for i, names in enumerate(fields) if key in names), len(classes))
+        routed[index][key] = value
+    return routed
+
+
+def split_options(options: Mapping[str, Any]) -> tuple[dict, dict, dict]:
+    """Sort flat keyword options into (train, data, model): the model gets what is neither."""
+    train, data, model = route_options(options, TrainConfig, DataConfig)
     return train, data, model

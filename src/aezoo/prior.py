@@ -6,11 +6,9 @@ patch-by-patch crossfade between two images' code grids.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,12 +16,13 @@ import torch
 from torch import Tensor, nn
 
 from aezoo import runs as ckpt
-from aezoo.config import TrainConfig, from_dict, load_json, to_dict
+from aezoo.config import TrainConfig, from_dict, load_json, route_options, to_dict
 from aezoo.data import Dataset
-from aezoo.data.batches import Batches, epoch_seed
+from aezoo.data.batches import Batches
 from aezoo.device import resolve_device
-from aezoo.errors import TrainingError, UsageError
-from aezoo.loop import lr_at, make_optimizer
+from aezoo.errors import UsageError
+from aezoo.io import write_json
+from aezoo.loop import TensorBatches, fit, make_optimizer
 from aezoo.models.pixelcnn import PixelCNN, PixelCNNConfig
 from aezoo.models.protocols import DiscreteLatent
 from aezoo.runs import load_data
@@ -68,87 +67,70 @@ def train_prior(
     out = run_dir / PRIOR_DIR
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} already exists; remove it to train a new prior")
-    prior_fields = {f.name for f in dataclasses.fields(PixelCNNConfig)}
-    train_opts = {k: v for k, v in options.items() if k not in prior_fields}
+    prior_opts, train_opts = route_options(options, PixelCNNConfig)
     train = from_dict(TrainConfig, train_opts)
     device = resolve_device(train.device)
     run = ckpt.load(run_dir, device=device)
     if not isinstance(run.model, DiscreteLatent):
         raise UsageError(f"{run.spec.model} has no discrete codes; train-prior needs a VQ-VAE run")
+    codes, labels, test_codes, test_labels, num_classes = _code_data(run, conditional, device)
+    config = _prior_config(run.model, prior_opts, num_classes)
+
+    torch.manual_seed(train.seed)
+    prior = PixelCNN(config).to(device)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(
+        out / ckpt.CONFIG,
+        {"aezoo": run.spec.to_json()["aezoo"], "prior": to_dict(config), "train": to_dict(train)},
+    )
+    per_grid_bits = codes[0].numel() * math.log(2)
+
+    def evaluate(model: nn.Module) -> dict[str, Any]:
+        test_nll = prior_nll(model.eval(), test_codes, test_labels)
+        return {"test_nll": test_nll, "test_bits_per_code": test_nll / per_grid_bits}
+
+    records: list[dict[str, Any]] = []
+
+    def on_epoch(epoch: int, record: dict[str, Any]) -> None:
+        keep = ("epoch", "train_nll", "test_nll", "test_bits_per_code", "seconds")
+        records.append({k: record[k] for k in keep})
+        with open(out / ckpt.METRICS, "a") as f:
+            f.write(json.dumps(records[-1]) + "\n")
+        if not quiet:
+            print(
+                f"prior epoch {epoch}/{train.epochs}  train_nll {record['train_nll']:.3f}  "
+                f"test_nll {record['test_nll']:.3f} nats/grid",
+                file=sys.stderr,
+            )
+
+    batches = TensorBatches(codes, labels, train.batch_size, seed=train.seed)
+    fit(
+        prior, make_optimizer(prior, train), batches, evaluate, train, quiet=True, on_epoch=on_epoch
+    )
+    ckpt.save_weights(prior, out / ckpt.WEIGHTS)
+    summary = {k: v for k, v in records[-1].items() if k != "seconds"}
+    summary["train_seconds"] = round(sum(r["seconds"] for r in records), 3)
+    write_json(out / ckpt.SUMMARY, summary)
+    return prior.eval(), summary
+
+
+def _prior_config(model: nn.Module, options: dict[str, Any], num_classes: int) -> PixelCNNConfig:
+    """The PixelCNN's config: its options, with the codebook and grid of the run's model."""
+    grid = {"codebook_size": model.config.codebook_size, "code_shape": code_grid_shape(model)}
+    return from_dict(PixelCNNConfig, {**options, **grid, "num_classes": num_classes})
+
+
+def _code_data(run: Any, conditional: bool, device: torch.device) -> tuple[Any, ...]:
+    """(codes, labels, test codes, test labels, number of classes) of a run's data sets."""
     train_data, test_data = load_data(run.spec.data)
     num_classes = train_data.num_classes if conditional else 0
     if conditional and not num_classes:
         raise UsageError("--conditional needs a data set with labels")
-    config = from_dict(
-        PixelCNNConfig,
-        {
-            **{k: v for k, v in options.items() if k in prior_fields},
-            "codebook_size": run.model.config.codebook_size,
-            "code_shape": code_grid_shape(run.model),
-            "num_classes": num_classes,
-        },
-    )
     codes, test_codes = (encode_dataset(run.model, d, device) for d in (train_data, test_data))
     labels, test_labels = (
         d.labels.to(device) if num_classes else None for d in (train_data, test_data)
     )
-
-    torch.manual_seed(train.seed)
-    prior = PixelCNN(config).to(device)
-    optimizer = make_optimizer(prior, train)
-    steps = math.ceil(len(codes) / train.batch_size)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_json(
-        out / ckpt.CONFIG,
-        {"aezoo": run.spec.to_json()["aezoo"], "prior": to_dict(config), "train": to_dict(train)},
-    )
-    records = []
-    for epoch in range(train.epochs):
-        seed = epoch_seed(train.seed, epoch)
-        torch.manual_seed(seed)
-        order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed))
-        order = order.to(device)
-        prior.train()
-        started, nll_sum = time.perf_counter(), torch.zeros((), device=device)
-        for i in range(steps):
-            rows = order[i * train.batch_size : (i + 1) * train.batch_size]
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(train, epoch * steps + i, train.epochs * steps)
-            nll = prior.loss(codes[rows], None if labels is None else labels[rows])["nll"]
-            optimizer.zero_grad(set_to_none=True)
-            nll.backward()
-            if train.clip_grad is not None:
-                nn.utils.clip_grad_norm_(prior.parameters(), train.clip_grad)
-            optimizer.step()
-            nll_sum += nll.detach() * len(rows)
-        train_nll = float(nll_sum) / len(codes)  # one host read per epoch
-        if not math.isfinite(train_nll):
-            raise TrainingError(
-                f"the prior's loss became non-finite in epoch {epoch + 1}; try a lower --lr"
-            )
-        prior.eval()
-        test_nll = prior_nll(prior, test_codes, test_labels)
-        record = {
-            "epoch": epoch + 1,
-            "train_nll": train_nll,
-            "test_nll": test_nll,
-            "test_bits_per_code": test_nll / (codes[0].numel() * math.log(2)),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        records.append(record)
-        with open(out / ckpt.METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if not quiet:
-            print(
-                f"prior epoch {epoch + 1}/{train.epochs}  train_nll {train_nll:.3f}  "
-                f"test_nll {test_nll:.3f} nats/grid",
-                file=sys.stderr,
-            )
-    ckpt.save_weights(prior, out / ckpt.WEIGHTS)
-    summary = {k: v for k, v in records[-1].items() if k != "seconds"}
-    summary["train_seconds"] = round(sum(r["seconds"] for r in records), 3)
-    ckpt.write_json(out / ckpt.SUMMARY, summary)
-    return prior.eval(), summary
+    return codes, labels, test_codes, test_labels, num_classes
 
 
 def load_prior(run_dir: str | Path, device: str | torch.device = "cpu") -> PixelCNN:
@@ -182,7 +164,7 @@ def sample_codes(
     if mode == "uniform":
         return torch.randint(k, shape, generator=generator, device=device)
     if mode == "used":
-        counts = model.quantizer.code_counts.to(device)
+        counts = model.code_counts.to(device)
         if not counts.sum() > 0:
             raise UsageError("this model has no code usage recorded (was it trained?)")
         return torch.multinomial(

@@ -9,7 +9,6 @@ decided by which figures exist; FIGURES gives the known ones a title, a caption 
 from __future__ import annotations
 
 import base64
-import fnmatch
 import html
 import io
 import json
@@ -21,120 +20,14 @@ from typing import Any
 from aezoo import runs as ckpt
 from aezoo.config import load_json
 from aezoo.errors import UsageError
-from aezoo.figures import FIGURES_DIR
+from aezoo.figures import FIGURES_DIR, figure_info, find_figures
+from aezoo.io import atomic_write
 from aezoo.models import MODELS
 from aezoo.runs import read_metrics
 from aezoo.viz import training_curves
 
 REPORT = "report.html"
 RESULTS = "results.json"  # what an evaluation without training writes (anomaly protocols)
-
-# (pattern of the path under figures/, title, caption), in the order the panels appear.
-FIGURES: tuple[tuple[str, str, str], ...] = (
-    (
-        "training_curves.png",
-        "Training curves",
-        "Each loss term per epoch: train (solid, mean over the epoch's batches) and test (dashed, "
-        "after the epoch), then the test reconstruction error as MSE per pixel and BCE per image.",
-    ),
-    (
-        "reconstructions.png",
-        "Reconstructions",
-        "Test images (top row) and their reconstructions decode(encode(x)); a denoising run shows "
-        "the corrupted input the encoder saw between them.",
-    ),
-    (
-        "samples-prior.png",
-        "Samples from the prior",
-        "Decoded draws from the model's prior: z ~ N(0, I) for a VAE, code grids sampled from the "
-        "PixelCNN prior for a VQ-VAE.",
-    ),
-    (
-        "samples-gmm.png",
-        "Samples from an ex-post Gaussian mixture",
-        "Decoded draws from a 10-component Gaussian mixture fitted to the training latents "
-        "(Ghosh et al. 2020): how a deterministic autoencoder can generate.",
-    ),
-    (
-        "samples-used.png",
-        "Samples from code frequencies",
-        "Each code position drawn independently from the codes' training frequencies: the codebook "
-        "alone, without a model of where each code goes.",
-    ),
-    (
-        "samples-uniform.png",
-        "Samples from uniform codes",
-        "Every code position drawn uniformly from the codebook: the baseline that shows why a "
-        "prior over code grids is needed.",
-    ),
-    (
-        "samples-by-label-*.png",
-        "Samples by label",
-        "One row per class label: the conditional model's samples for each digit.",
-    ),
-    ("samples-*.png", "Samples", "Decoded samples."),
-    (
-        "interpolation.png",
-        "Interpolation",
-        "Decoded points on the straight line between the latent codes of two test images.",
-    ),
-    (
-        "crossfade.png",
-        "Code-space crossfade",
-        "Pairs of test images: the second image's codes replace the first's one grid position at a "
-        "time, in raster order.",
-    ),
-    (
-        "traversal-zero.png",
-        "Latent traversal from the origin",
-        "Each row varies one latent dimension over [−3, 3] from z = 0, the others fixed; rows are "
-        "the dimensions with the most KL (or latent variance), labelled with it.",
-    ),
-    (
-        "traversal-image.png",
-        "Latent traversal from a test image",
-        "As above, starting from a test image's latent code instead of the origin.",
-    ),
-    ("traversal-*.png", "Latent traversal", "Each row varies one latent dimension."),
-    (
-        "latent-2d.png",
-        "Latent space",
-        "The test images' latent means, coloured by label (2-D latent).",
-    ),
-    (
-        "manifold.png",
-        "Learned manifold",
-        "Decoded images on a regular grid over [−3, 3]² of the 2-D latent space.",
-    ),
-    (
-        "tsne.png",
-        "t-SNE of the latent codes",
-        "A 2-D t-SNE embedding of test latent codes, coloured by label.",
-    ),
-    (
-        "code-usage.png",
-        "Codebook usage",
-        "Each code's share of the test set's code uses, codes sorted by use: a long flat tail at "
-        "zero is a dead part of the codebook.",
-    ),
-    (
-        "*roc*.png",
-        "ROC curve",
-        "True against false positive rate of the anomaly score over every threshold, with its area "
-        "under the curve.",
-    ),
-    (
-        "scores_*.png",
-        "Score histogram",
-        "Distribution of the anomaly score for normal and anomalous test images, with the "
-        "detector's threshold.",
-    ),
-    (
-        "*hist*.png",
-        "Score histograms",
-        "Distribution of the anomaly score for normal and anomalous test images.",
-    ),
-)
 
 METRIC_HELP: Mapping[str, str] = {
     "test_mse": "mean squared error per pixel of decode(encode(x))",
@@ -224,37 +117,6 @@ def _table(
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
-
-
-def figure_info(relative: str) -> tuple[int, str, str]:
-    """(order, title, caption) of a figure from its path under figures/; unknown figures go last,
-    titled after their file name. The title names the subfolder and what a trailing * matched
-    (samples-by-label-gmm.png → "Samples by label (gmm)")."""
-    name, folder = Path(relative).name, Path(relative).parent.as_posix()
-    for order, (pattern, title, caption) in enumerate(FIGURES):
-        if fnmatch.fnmatch(name, pattern):
-            prefix = pattern.removesuffix("*.png")  # "samples-*.png" → "samples-"
-            trailing = pattern.endswith("*.png") and "*" not in prefix
-            tail = name[len(prefix) : -len(".png")] if trailing else ""
-            notes = [n for n in (folder if folder != "." else "", tail) if n]
-            return order, title + (f" ({', '.join(notes)})" if notes else ""), caption
-    words = Path(relative).with_suffix("").as_posix().replace("-", " ").replace("_", " ")
-    return len(FIGURES), words.capitalize(), ""
-
-
-def find_figures(run_dir: Path) -> list[Path]:
-    """The PNGs under figures/ (any depth), in panel order."""
-    root = Path(run_dir) / FIGURES_DIR
-    if not root.is_dir():
-        return []
-    found = [p for p in root.rglob("*.png") if p.is_file() and not p.name.startswith(".")]
-    return sorted(
-        found,
-        key=lambda p: (
-            figure_info(p.relative_to(root).as_posix())[0],
-            p.relative_to(root).as_posix(),
-        ),
-    )
 
 
 def data_uri(png: bytes) -> str:
@@ -461,5 +323,5 @@ def page(title: str, body: str) -> str:
 def write_report(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report.html (atomically) and return its path."""
     path = Path(run_dir) / REPORT
-    ckpt.atomic_write(path, render_report(run_dir).encode("utf-8"))
+    atomic_write(path, render_report(run_dir).encode("utf-8"))
     return path

@@ -28,6 +28,7 @@ from aezoo.data import Dataset
 from aezoo.data.batches import Batches
 from aezoo.device import place_model, resolve_device, set_up_device
 from aezoo.errors import Interrupted, TrainingError, UsageError
+from aezoo.io import atomic_write, remove_temporaries, write_json
 from aezoo.loop import anomaly_detection, fit, make_optimizer
 from aezoo.metrics import evaluator
 from aezoo.models import build_from_config, count_parameters, preset
@@ -100,7 +101,7 @@ def _resume(
     device = distributed.local_device(resolve_device(spec.train.device))
     set_up_device(device, spec.train)
     if distributed.is_main():
-        ckpt.remove_temporaries(run_dir)  # what a kill in mid-write left
+        remove_temporaries(run_dir)  # what a kill in mid-write left
     # Killed before its first checkpoint: the seed rebuilds the very start, as train() made it.
     from_start = not (run_dir / ckpt.CHECKPOINT).exists() and not (run_dir / ckpt.WEIGHTS).exists()
     torch.manual_seed(spec.train.seed)
@@ -111,7 +112,7 @@ def _resume(
         print(f"{run_dir} has no checkpoint yet: training from the start", file=sys.stderr)
     records = read_metrics(run_dir)[:epoch]
     if distributed.is_main():
-        ckpt.atomic_write(
+        atomic_write(
             run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in records).encode()
         )
     data = load_data(spec.data)
@@ -134,25 +135,19 @@ def _run(
 ) -> ckpt.Run:
     device = next(net.parameters()).device
     train_batches, test_batches = make_batches(spec, *data, device)
-    metrics_path = run_dir / ckpt.METRICS
     board = None
     if tensorboard and distributed.is_main():
         board = tblog.TensorBoardLog(run_dir, net, test_batches, spec.to_json())
 
     def on_epoch(epoch: int, record: dict[str, Any]) -> None:
-        with writing(run_dir, f"epoch {epoch}'s metrics and checkpoint"):
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            ckpt.save_checkpoint(run_dir, net, optimizer, epoch, {"seed": spec.train.seed})
+        _save_epoch(run_dir, spec, net, optimizer, epoch, record)
         if board is not None:
             board.log(epoch, record)
 
     if not quiet:
-        print(
-            f"training {spec.model} ({count_parameters(net):,} parameters) on {spec.data.dataset}"
-            f" ({len(data[0])} images, {device}) → {run_dir}",
-            file=sys.stderr,
-        )
+        size, where = f"{count_parameters(net):,} parameters", f"{len(data[0])} images, {device}"
+        text = f"training {spec.model} ({size}) on {spec.data.dataset} ({where}) → {run_dir}"
+        print(text, file=sys.stderr)
     try:
         with StopOnSigint() as stop, anomaly_detection(spec.train.detect_anomaly):
             records = records + fit(
@@ -168,19 +163,7 @@ def _run(
                 stop=stop,
             )
     except Stop as stopped:
-        where = f"after epoch {len(read_metrics(run_dir))}"
-        if stopped.progress is not None and distributed.is_main():
-            state, tensors = stopped.progress.to_checkpoint()
-            with writing(run_dir, "the checkpoint of the interrupted epoch"):
-                ckpt.save_checkpoint(
-                    run_dir,
-                    net,
-                    optimizer,
-                    stopped.progress.epoch,
-                    {"seed": spec.train.seed, **state},
-                    tensors,
-                )
-            where = f"at step {stopped.progress.step} of epoch {stopped.progress.epoch + 1}"
+        where = _save_stopped(run_dir, spec, net, optimizer, stopped.progress)
         raise Interrupted(
             f"stopped {where}, checkpoint saved; continue with: aezoo train --resume {run_dir}"
         ) from None
@@ -196,6 +179,39 @@ def _run(
         return ckpt.Run(path=run_dir, model=net.eval(), spec=spec)
     with writing(run_dir, "the final weights, summary and figures"):
         return finish_run(run_dir, spec, net, records, test_batches)
+
+
+def _save_epoch(
+    run_dir: Path,
+    spec: RunSpec,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    record: dict[str, Any],
+) -> None:
+    """Append the epoch's record to metrics.jsonl and checkpoint it."""
+    with writing(run_dir, f"epoch {epoch}'s metrics and checkpoint"):
+        with open(run_dir / ckpt.METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        ckpt.save_checkpoint(run_dir, net, optimizer, epoch, {"seed": spec.train.seed})
+
+
+def _save_stopped(
+    run_dir: Path,
+    spec: RunSpec,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: Progress | None,
+) -> str:
+    """Checkpoint an epoch stopped mid-way (Ctrl-C); returns where training stopped, in words."""
+    if progress is None or not distributed.is_main():
+        return f"after epoch {len(read_metrics(run_dir))}"
+    state, tensors = progress.to_checkpoint()
+    with writing(run_dir, "the checkpoint of the interrupted epoch"):
+        ckpt.save_checkpoint(
+            run_dir, net, optimizer, progress.epoch, {"seed": spec.train.seed, **state}, tensors
+        )
+    return f"at step {progress.step} of epoch {progress.epoch + 1}"
 
 
 @contextlib.contextmanager
@@ -229,7 +245,7 @@ def finish_run(
         "train_seconds": round(sum(r.get("seconds", 0.0) for r in records), 3),
         **{k: v for k, v in last.items() if k.startswith("test_")},
     }
-    ckpt.write_json(run_dir / ckpt.SUMMARY, summary)
+    write_json(run_dir / ckpt.SUMMARY, summary)
     figures.write_run_figures(run_dir, net, test_batches, records)
     report.write_report(run_dir)
     net.eval()

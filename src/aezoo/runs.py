@@ -25,12 +25,13 @@ from aezoo.data import Dataset, binarize_once, load_dataset
 from aezoo.data.batches import Batches, parse_corruption
 from aezoo.device import place_model
 from aezoo.errors import UsageError
-from aezoo.io import TEMPORARY, atomic_write, read_safetensors, remove_temporaries, write_json
-from aezoo.io import write_safetensors as _write_safetensors
+from aezoo.io import TEMPORARY as TEMPORARY  # re-exported: what a run folder may hold
+from aezoo.io import atomic_write as atomic_write
+from aezoo.io import read_safetensors, write_safetensors
+from aezoo.io import remove_temporaries as remove_temporaries
+from aezoo.io import write_json as write_json
 from aezoo.models import build_from_config, preset
 from aezoo.version import __version__
-
-__all__ = ["TEMPORARY", "atomic_write", "remove_temporaries", "write_json"]  # re-exported
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -41,7 +42,7 @@ SUMMARY = "summary.json"
 
 def save_weights(model: nn.Module, path: Path) -> None:
     """The model's state dict as safetensors, atomically."""
-    _write_safetensors(path, model.state_dict())
+    write_safetensors(path, model.state_dict())
 
 
 def _load_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: Path) -> None:
@@ -96,7 +97,7 @@ def save_checkpoint(
         "param_groups": json.dumps(opt["param_groups"]),
         "optim_scalars": json.dumps(scalars),
     }
-    _write_safetensors(Path(run_dir) / CHECKPOINT, saved, metadata)
+    write_safetensors(Path(run_dir) / CHECKPOINT, saved, metadata)
 
 
 def load_checkpoint(

@@ -21,12 +21,13 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.utils.validation import check_array
 
 from aezoo.anomaly.detector import AnomalyDetector, has_posterior, python_scalar, rescore
+from aezoo.anomaly.figures import roc_figure, score_histogram
 from aezoo.config import DataConfig, TrainConfig
 from aezoo.data import Dataset, load_dataset
 from aezoo.errors import UsageError
 from aezoo.io import atomic_write, write_json
 from aezoo.models import preset
-from aezoo.viz import roc_figure, save_figure, score_histogram
+from aezoo.viz import save_figure
 
 DATA_OPTIONS = ("dataset", "data_dir", "train_subset", "test_subset")
 DETECTOR_PARAMS = (

@@ -19,8 +19,15 @@ from aezoo.models import MODELS
 # (the same value) applies and `--resume` sees only what the user typed.
 SHARED: dict[str, dict[str, Any]] = {
     "quiet": {"action": "store_true", "help": "no progress output"},
-    "device": {"default": "auto", "help": "auto (cuda if present, else cpu), cpu, cuda:N or mps"},
-    "seed": {"type": int, "default": 0, "help": "seed of weights, data order and draws (0)"},
+    "device": {
+        "default": "auto",
+        "help": "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps (default auto)",
+    },
+    "seed": {
+        "type": int,
+        "default": 0,
+        "help": "seed of weights, data order and random draws (default 0)",
+    },
 }
 
 

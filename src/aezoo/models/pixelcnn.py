@@ -144,8 +144,9 @@ class PixelCNN(nn.Module):
             v, h = layer(v, h, y)
         return self.head(h)  # (B, K, H, W)
 
-    def loss(self, codes: Tensor, y: Tensor | None = None) -> Terms:
-        """nll = −Σ_i log p(k_i | k_<i, y) per grid, in nats, batch mean."""
+    def loss(self, codes: Tensor, y: Tensor | None = None, x_in: Tensor | None = None) -> Terms:
+        """nll = −Σ_i log p(k_i | k_<i, y) per grid, in nats, batch mean. (`x_in`: the training
+        loop's corrupted input, which codes never have.)"""
         nll = F.cross_entropy(self(codes, y), codes, reduction="none").flatten(1).sum(1)  # (B,)
         return Terms({"nll": nll.mean()}, {"nll": 1.0})
 

@@ -52,9 +52,11 @@ class GaussianLatent(Protocol):
 
 @runtime_checkable
 class DiscreteLatent(Protocol):
-    """Codes from a codebook: indices on a `code_shape` grid ((H, W), or () for one per image)."""
+    """Codes from a codebook: indices on a `code_shape` grid ((H, W), or () for one per image),
+    how often training chose each, and their usage over a data set."""
 
     code_shape: tuple[int, ...]
+    code_counts: Tensor  # (K,) how often training chose each code
 
     def encode_indices(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
 

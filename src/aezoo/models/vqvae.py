@@ -183,6 +183,11 @@ class VQVAE(nn.Module):
         outputs = {} if self.training else {"logits": logits, "codes": q.indices}
         return Terms({"recon": recon, **q.terms}, {"recon": 1.0, **q.terms.weights}, outputs)
 
+    @property
+    def code_counts(self) -> Tensor:
+        """How often training chose each code (K,): the quantizer's running counts."""
+        return self.quantizer.code_counts
+
     @torch.inference_mode()
     def code_usage(self, batches: Any) -> Tensor:
         """How often each code is chosen over every image of `batches` (K,)."""

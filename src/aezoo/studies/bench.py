@@ -15,17 +15,11 @@ import dataclasses
 import json
 import os
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
-from torch import nn
-from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
 from aezoo.config import DataConfig, to_dict
 from aezoo.data import Dataset
@@ -35,6 +29,8 @@ from aezoo.loop import fit, make_optimizer
 from aezoo.metrics import evaluator
 from aezoo.models import MODELS, build_from_config, count_parameters, preset
 from aezoo.runs import load_data, make_batches, make_spec
+from aezoo.studies.reference import reference_epoch, reference_loader
+from aezoo.tables import markdown_header, markdown_row
 
 # name → (metric, bound): the quality whose training time is reported. dense-vae's and conv-ae's
 # are issue 7's; the others are provisional, to be confirmed by a full run.
@@ -78,57 +74,9 @@ class Settings:
         return dataclasses.replace(small, tag="quick", **changes)
 
 
-# --- the tutorial reference pipeline -------------------------------------------------------
-class PILMNIST(TorchDataset):
-    """torchvision's MNIST with its ToTensor transform, step for step (torchvision is not a
-    dependency): a uint8 torch tensor indexed per sample, one PIL image, then ToTensor's copy to
-    a (H, W, 1) tensor, permute to (1, H, W), contiguous, float, /255."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.data, self.targets = images, labels  # (N, H, W) uint8, (N,) int64
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        img, target = self.data[index], int(self.targets[index])
-        pic = Image.fromarray(img.numpy(), mode="L")
-        x = torch.from_numpy(np.array(pic, np.uint8, copy=True))  # ToTensor from here on
-        x = x.view(pic.size[1], pic.size[0], 1).permute((2, 0, 1)).contiguous()
-        return x.to(dtype=torch.get_default_dtype()).div(255), target
-
-
-def reference_loader(data: Dataset, batch_size: int = 128) -> DataLoader:
-    """The tutorial feeding of a (1-channel) data set: DataLoader over PILMNIST, shuffled."""
-    labels = data.labels if data.labels is not None else torch.zeros(len(data), dtype=torch.long)
-    dataset = PILMNIST(data.images[:, 0].cpu(), labels.cpu())
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True)
-
-
-def reference_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
-) -> float:
-    """Seconds for one tutorial-style epoch: batches copied to the model's device, loss, step."""
-    device = next(model.parameters()).device
-    _synchronize(device)
-    started = time.perf_counter()
-    for x, y in loader:
-        loss = model.loss(x.to(device), y.to(device)).total
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    _synchronize(device)
-    return time.perf_counter() - started
-
-
 # --- measurements ------------------------------------------------------------------------------
 class _Reached(Exception):
     """Raised from fit's on_epoch once the quality target is met."""
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -295,7 +243,7 @@ def run(
             row["quality"] = time_to_target(name, train, test, settings)
         result["models"].append(row)
         if not quiet:
-            print(markdown_row(row), flush=True)
+            print(model_row(row), flush=True)
     for name in settings.scaling_models if scale else ():
         result["scaling"] += scaling(name, train, test, settings)
     out = Path(out)
@@ -335,9 +283,19 @@ def merge_previous(result: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 # --- Markdown ---------------------------------------------------------------------------------
-HEADER = (
-    "| model | params | train img/s | eval img/s | peak MiB | s/epoch | reference s/epoch | "
-    "speed-up | to target |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
+HEADER = markdown_header(
+    (
+        "model",
+        "params",
+        "train img/s",
+        "eval img/s",
+        "peak MiB",
+        "s/epoch",
+        "reference s/epoch",
+        "speed-up",
+        "to target",
+    ),
+    (False, *[True] * 7, False),
 )
 
 
@@ -351,12 +309,20 @@ def _quality(row: dict[str, Any]) -> str:
     return f"not in {q['epochs']} ep. (best {q['best']:.4g}) to {goal}"
 
 
-def markdown_row(row: dict[str, Any]) -> str:
+def model_row(row: dict[str, Any]) -> str:
     peak = "—" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"
-    return (
-        f"| {row['model']} | {row['params']:,} | {row['train_images_per_s']:,} | "
-        f"{row['eval_images_per_s']:,} | {peak} | {row['epoch_s']:.2f} | "
-        f"{row['reference_epoch_s']:.2f} | {row['speedup']:.2f}× | {_quality(row)} |"
+    return markdown_row(
+        (
+            row["model"],
+            f"{row['params']:,}",
+            f"{row['train_images_per_s']:,}",
+            f"{row['eval_images_per_s']:,}",
+            peak,
+            f"{row['epoch_s']:.2f}",
+            f"{row['reference_epoch_s']:.2f}",
+            f"{row['speedup']:.2f}×",
+            _quality(row),
+        )
     )
 
 
@@ -369,19 +335,27 @@ def markdown(result: dict[str, Any]) -> str:
         f"the JSON); options {s['options'] or 'default'}.",
         "",
         HEADER,
-        *(markdown_row(row) for row in result["models"]),
+        *(model_row(row) for row in result["models"]),
     ]
     if result["scaling"]:
         lines += [
             "",
             "Scaling (seconds per epoch):",
             "",
-            "| model | images | batch | s/epoch | img/s |",
-            "|---|---:|---:|---:|---:|",
+            markdown_header(
+                ("model", "images", "batch", "s/epoch", "img/s"), (False, True, True, True, True)
+            ),
         ]
         lines += [
-            f"| {r['model']} | {r['images']:,} | {r['batch_size']} | {r['epoch_s']:.3f} | "
-            f"{r['images_per_s']:,} |"
+            markdown_row(
+                (
+                    r["model"],
+                    f"{r['images']:,}",
+                    r["batch_size"],
+                    f"{r['epoch_s']:.3f}",
+                    f"{r['images_per_s']:,}",
+                )
+            )
             for r in result["scaling"]
         ]
     return "\n".join(lines) + "\n"

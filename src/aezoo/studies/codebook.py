@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aezoo import runs as ckpt
 from aezoo.errors import UsageError
+from aezoo.io import atomic_write, write_json
 from aezoo.runner import train
 from aezoo.runs import load_data, make_batches, new_run_dir
 from aezoo.tables import markdown_table
@@ -78,10 +78,10 @@ def codebook_study(
                 }
             )
     table = markdown_table(rows, COLUMNS)
-    ckpt.write_json(path / "study.json", {"model": model, "options": options, "rows": rows})
-    ckpt.atomic_write(path / "study.md", table.encode())
+    write_json(path / "study.json", {"model": model, "options": options, "rows": rows})
+    atomic_write(path / "study.md", table.encode())
     save_figure(code_usage_figure(usage), path / "code-usage.png")
-    ckpt.atomic_write(
+    atomic_write(
         path / "usage.json", json.dumps({k: v.tolist() for k, v in usage.items()}).encode()
     )
     return StudyResult(path, rows, table)

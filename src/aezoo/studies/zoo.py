@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
-from aezoo import classifier
+from aezoo import classifier, tables
 from aezoo import runs as ckpt
 from aezoo.config import DataConfig, from_dict, load_json, split_options
 from aezoo.device import machine_text
 from aezoo.errors import UsageError
+from aezoo.io import atomic_write, write_json
 from aezoo.models import MODELS, Generative, preset
 from aezoo.report import REPORT, data_uri, format_value, page
 from aezoo.runner import train
@@ -129,14 +130,15 @@ def _cell(row: dict[str, Any], key: str) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column] = COLUMNS) -> str:
-    lines = [
-        "| " + " | ".join(c.heading for c in columns) + " |",
-        "|" + "|".join("---" if c.key == "model" else "---:" for c in columns) + "|",
-    ]
-    for row in rows:
-        cells = [f"`{row['model']}`"] + [_cell(row, c.key) for c in columns[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """The zoo's table: model names as code, numbers right-aligned, '—' where undefined."""
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        return f"`{row['model']}`" if key == "model" else _cell(row, key)
+
+    keys = [c.key for c in columns]
+    headings = [c.heading for c in columns]
+    right = [c.key != "model" for c in columns]
+    return tables.markdown_table(rows, keys, headings=headings, right=right, cell=cell).rstrip()
 
 
 def text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -183,6 +185,22 @@ class ZooResult:
     table: str
 
 
+def _check(models: Sequence[str], options: dict[str, Any]) -> dict[str, Any]:
+    """Unknown or repeated models and model options are errors before anything runs; returns
+    the data options."""
+    for name in models:
+        preset(name)
+    if len(set(models)) != len(models):
+        raise UsageError("zoo: a model is named twice in --models")
+    _, data_opts, model_opts = split_options(options)
+    if model_opts:
+        raise UsageError(
+            f"zoo: option {sorted(model_opts)[0]!r} is not a training or data "
+            "option (every model of the zoo gets the same options)"
+        )
+    return data_opts
+
+
 def zoo(
     models: Sequence[str] | None = None,
     *,
@@ -196,16 +214,7 @@ def zoo(
     `sample_quality` = n > 0, each generative model's n samples are judged by the reference
     classifier (Fréchet LeNet distance; label accuracy for conditional models)."""
     models = list(models) if models else list(MODELS)
-    for name in models:
-        preset(name)
-    if len(set(models)) != len(models):
-        raise UsageError("zoo: a model is named twice in --models")
-    _, data_opts, model_opts = split_options(options)
-    if model_opts:
-        raise UsageError(
-            f"zoo: option {sorted(model_opts)[0]!r} is not a training or data "
-            "option (every model of the zoo gets the same options)"
-        )
+    data_opts = _check(models, options)
     path = new_run_dir("zoo", out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"{path} already exists and is not empty; choose another --out")
@@ -245,9 +254,9 @@ def zoo(
         "machine": machine_text(),
         "created": datetime.now().isoformat(timespec="seconds"),
     }
-    ckpt.write_json(path / "zoo.json", {**meta, "rows": rows})
-    ckpt.atomic_write(path / "zoo.md", _markdown_page(meta, table).encode())
-    ckpt.atomic_write(path / "zoo.html", _html_page(path, meta, rows).encode())
+    write_json(path / "zoo.json", {**meta, "rows": rows})
+    atomic_write(path / "zoo.md", _markdown_page(meta, table).encode())
+    atomic_write(path / "zoo.html", _html_page(path, meta, rows).encode())
     return ZooResult(path, rows, table)
 
 
