@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from aezoo import AnomalyDetector
-from aezoo.anomaly.detector import SCORES, rescore
+from aezoo.anomaly import SCORES, rescore
 from aezoo.anomaly.protocols import (
     detector_params,
     evaluate_tabular,

@@ -175,7 +175,7 @@ def generation_metrics(
         raise UsageError("generation metrics need a generative model (one with `sample`)")
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    k = getattr(model, "num_classes", 0)
+    k = model.num_classes
     labels = torch.arange(n) % k if k else None
     chunks = []
     for index in torch.arange(n).split(batch_size):

@@ -37,7 +37,7 @@ def _device(model: nn.Module) -> torch.device:
 
 def class_labels(model: nn.Module, n: int, y: int | Tensor | None = None) -> Tensor | None:
     """Labels to decode n latents with: None for an unconditional model (see sample_labels)."""
-    return sample_labels(n, y, getattr(model, "num_classes", 0), _device(model))
+    return sample_labels(n, y, model.num_classes, _device(model))
 
 
 @torch.inference_mode()
@@ -200,7 +200,7 @@ def _draw_samples(
     paths = [out / f"samples-{sampler}.png"]
     title = f"{run.spec.model}: {sampler} samples" + ("" if label is None else f", label {label}")
     save_figure(image_rows(list(images.split(10)), title=title), paths[0])
-    k = getattr(model, "num_classes", 0)
+    k = model.num_classes
     if k and label is None:
         rows = [generate(model, 10, shape, source, c, seed) for c in range(k)]
         paths.append(out / f"samples-by-label-{sampler}.png")

@@ -1,6 +1,6 @@
-"""Anomaly detection: the scikit-learn estimator over any registered model (detector) and the
-evaluation protocols built on it (protocols)."""
+"""Anomaly detection: the scikit-learn estimator over any registered model (detector), the
+evaluation protocols built on it (protocols) and their figures."""
 
-from aezoo.anomaly.detector import AnomalyDetector
+from aezoo.anomaly.detector import SCORES, AnomalyDetector, rescore
 
-__all__ = ["AnomalyDetector"]
+__all__ = ["SCORES", "AnomalyDetector", "rescore"]

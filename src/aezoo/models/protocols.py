@@ -14,7 +14,10 @@ from aezoo.models.terms import Terms
 
 @runtime_checkable
 class Autoencoder(Protocol):
-    """encode, decode (pixel values) and the training loss as named terms."""
+    """encode, decode (pixel values) and the training loss as named terms; `num_classes` > 0
+    for a model conditioned on labels 0..num_classes-1."""
+
+    num_classes: int
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
 

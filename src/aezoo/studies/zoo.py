@@ -174,7 +174,7 @@ def reconstruct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None)
     """decode(encode(x)) on the model's device, back on the CPU; the label goes to conditional
     models only."""
     device = next(model.parameters()).device
-    y = y.to(device) if y is not None and getattr(model, "num_classes", 0) else None
+    y = y.to(device) if y is not None and model.num_classes else None
     return model.decode(model.encode(x.to(device), y), y).float().cpu()
 
 
