@@ -17,7 +17,7 @@ from aezoo.config import TrainConfig
 from aezoo.errors import UsageError
 from aezoo.models import MODELS, build
 
-train_module = importlib.import_module("aezoo.device")  # `aezoo.train` is the function
+train_module = importlib.import_module("aezoo.device")  # LossOf, bf16 detection, set-up
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -28,7 +28,7 @@ from aezoo.data import sources
 from aezoo.errors import TrainingError
 from aezoo.models import MODELS, build, count_parameters
 
-TRAIN_MODULE = importlib.import_module("aezoo.runner")  # `aezoo.train` is the function
+TRAIN_MODULE = importlib.import_module("aezoo.runner")  # where `aezoo.train` lives
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 ENV.pop("AEZOO_DATA", None)  # the bundled data/ is found without help
 

@@ -36,7 +36,7 @@ from aezoo.models import MODELS, preset
 from aezoo.runs import RunSpec
 
 NAMES = sorted(MODELS)
-TRAIN_MODULE = sys.modules["aezoo.runs"]  # `aezoo.train` is the function
+TRAIN_MODULE = sys.modules["aezoo.runs"]  # where a run loads its data (load_dataset)
 # Held fixed: one epoch on a tiny subset of the bundled MNIST, on the CPU.
 FIXED = {
     "epochs": 1,

@@ -414,7 +414,7 @@ def checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     return written
 
 
-TRAIN_MODULE = sys.modules["aezoo.runner"]  # `aezoo.train` is the function
+TRAIN_MODULE = sys.modules["aezoo.runner"]  # where `aezoo.train` appends metrics.jsonl
 
 
 def fail_writes(monkeypatch: pytest.MonkeyPatch, target: str, nth: int, error: int) -> None:

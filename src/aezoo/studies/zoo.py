@@ -25,7 +25,7 @@ from aezoo.io import atomic_write, write_json
 from aezoo.models import MODELS, Generative, preset
 from aezoo.report import REPORT, data_uri, format_value, page
 from aezoo.runner import train
-from aezoo.runs import find_runs, load_data, new_run_dir
+from aezoo.runs import find_runs, load_data, new_run_dir, read_metrics
 from aezoo.viz import image_rows, save_figure
 
 FIGURE = "zoo-reconstructions.png"
@@ -306,8 +306,7 @@ def list_runs(folder: str | Path = "runs") -> list[dict[str, Any]]:
         config = load_json(run_dir / ckpt.CONFIG)
         done = row["epochs"]
         if done is None:  # unfinished: count the completed epochs in metrics.jsonl
-            metrics = run_dir / ckpt.METRICS
-            done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+            done = len(read_metrics(run_dir))
         row.update(
             run=run_dir.relative_to(folder).as_posix() or ".",
             done=done,
