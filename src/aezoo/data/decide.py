@@ -122,12 +122,13 @@ class Scale:
             out.update(low=self.low, high=self.high)
         return out
 
-    def apply(self, x: np.ndarray, name: str) -> tuple[np.ndarray, int]:
+    def apply(self, x: np.ndarray, name: str, decided_on_x: bool = False) -> tuple[np.ndarray, int]:
         """(uint8 pixels, how many values were clipped into range) of any part of the data. The
         pixel scales (uint8, unit, binary) carry no parameters: each part is decided by the same
-        rules; max and minmax apply the training part's parameters unchanged."""
+        rules (`decided_on_x`: this Scale was decided on `x` itself, skip the check); max and
+        minmax apply the training part's parameters unchanged."""
         if self.kind in ("uint8", "unit", "binary"):
-            own = decide_scale(x, "auto", name)
+            own = self if decided_on_x else decide_scale(x, "auto", name)
             if own.kind == "uint8":
                 return x, 0
             floats = x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)

@@ -58,8 +58,11 @@ def load_splits(
     if not 0 < test_fraction < 1:
         raise UsageError(f"test_fraction: must lie between 0 and 1, got {test_fraction!r}")
     if isinstance(source, Dataset):
-        if labels is not None or label_column is not None:
-            raise UsageError("labels=/label_column= go with arrays and files, not a Dataset")
+        if labels is not None or label_column is not None or scale != "auto":
+            raise UsageError(
+                "labels=, label_column= and scale= go with arrays and files; a Dataset is "
+                "already labelled and scaled"
+            )
         raw_test = None if test is None else _read(test, None, None, max_bytes, "test")
         return _from_dataset(source, raw_test, options)
     if _is_named(source):
@@ -274,10 +277,10 @@ def _prepare(
     name: str,
     part: str = "",
 ) -> tuple[Dataset, dict]:
-    """A Dataset of one part: scaled to uint8, laid out as [N, C, H, W], alpha checked."""
-    check_values(x, name + part)
+    """A Dataset of one part: scaled to uint8, laid out as [N, C, H, W], alpha checked. `part`
+    is "" for the part `scale` was decided on."""
     decided = _layout(raw, x.shape, layout, name + part)
-    pixels, clipped = scale.apply(x, name + part)
+    pixels, clipped = scale.apply(x, name + part, decided_on_x=not part)
     images, alpha = drop_alpha(to_nchw(pixels, decided), name + part, x.shape)
     mapped = isinstance(raw.x, np.memmap) and bool(np.may_share_memory(images, raw.x))
     label_tensor = None
@@ -364,7 +367,7 @@ def _from_dataset(data: Dataset, raw_test: Raw | None, options: dict) -> tuple:
     else:
         raw_test.classes = data.classes
         check_values(raw_test.x, f"{data.name} test part")
-        fitted = decide_scale(raw_test.x, options["scale"], f"{data.name} test part")
+        fitted = decide_scale(raw_test.x, "auto", f"{data.name} test part")
         layout = "vectors" if data.kind == "vectors" else options["layout"]
         test = _prepare(raw_test, raw_test.x, raw_test.y, fitted, layout, data.name, " test part")[
             0
