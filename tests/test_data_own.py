@@ -372,3 +372,29 @@ def test_named_sets_keep_their_test_files() -> None:
     assert (len(train), len(test)) == (60000, 10000) and info["split"]["made"] is False
     with pytest.raises(UsageError, match="its own labels, test files"):
         load_splits("mnist", scale="minmax", data_dir=mnist)
+
+
+def test_a_test_folder_is_numbered_by_the_training_classes(tmp_path: Path, photos: tuple) -> None:
+    x, y = photos
+    write_pngs(tmp_path / "train" / "china", x[y == 0][:10])
+    write_pngs(tmp_path / "train" / "flower", x[y == 1][:10])
+    write_pngs(tmp_path / "test" / "flower", x[y == 1][10:14])  # one class only: index 0 there
+    train, test, info = load_splits(tmp_path / "train", test=tmp_path / "test")
+    assert train.classes == ("china", "flower") and test.labels.tolist() == [1] * 4
+    assert info["test_source"]["reader"] == "folder" and info["split"]["made"] is False
+    write_pngs(tmp_path / "other" / "tulip", x[y == 1][:2])
+    with pytest.raises(UsageError, match="test class 'tulip' is not among the training classes"):
+        load_splits(tmp_path / "train", test=tmp_path / "other")
+
+
+def test_a_dataset_is_split_or_paired_never_its_own_test(photos: tuple) -> None:
+    data = load_dataset(photos[0], labels=photos[1])
+    train, test, info = load_splits(data, test_fraction=0.25)
+    assert len(test) == round(0.25 * len(data)) and info["split"]["stratified"]
+    assert rows_of(train).isdisjoint(rows_of(test))
+    with pytest.raises(UsageError, match="no test part"):
+        load_dataset(data, "test")
+    _, test, _ = load_splits(data, test=photos[0][:5])
+    assert test.image_shape == (3, 32, 32) and len(test) == 5
+    with pytest.raises(UsageError, match=r"test part is images of shape \(1, 32, 32\)"):
+        load_splits(data, test=photos[0][:5, :, :, :1])

@@ -80,6 +80,9 @@ def load_splits(
             )
         raw_test = _read(test, None, None, max_bytes, "test")
         raw.x_test, raw.y_test, raw.record["test_source"] = raw_test.x, raw_test.y, raw_test.record
+        raw.test_layout = raw_test.layout
+        if raw_test.classes != raw.classes and raw.y_test is not None:
+            raw.y_test = _same_classes(raw.classes, raw_test.classes, raw.y_test)
     return _decide(raw, options, max_bytes)
 
 
@@ -100,6 +103,8 @@ def load_dataset(
     if split not in ("train", "test"):
         raise UsageError(f"split: expected 'train' or 'test', got {split!r}")
     if isinstance(source, Dataset):
+        if split == "test":
+            raise UsageError(f"{source.name}: a Dataset has no test part; use load_splits")
         return source
     if _is_named(source):
         images, label_array = load_arrays(str(source), split, data_dir)
@@ -128,7 +133,8 @@ def load_dataset(
 
 
 def _is_named(source: object) -> bool:
-    return isinstance(source, str) and source in SOURCES and not Path(source).exists()
+    """A registered name wins over a file or folder of that name (say ./mnist for those)."""
+    return isinstance(source, str) and source in SOURCES
 
 
 def _describe(source: object) -> str:
@@ -182,6 +188,18 @@ def _read(
     return raw
 
 
+def _same_classes(train: tuple[str, ...], test: tuple[str, ...], y: np.ndarray) -> np.ndarray:
+    """The test part's labels numbered as the training part's classes (by name)."""
+    if not train or not test:
+        raise UsageError(
+            "labels: one part has class names and the other numbers; give both parts the same kind"
+        )
+    missing = sorted(set(test) - set(train))
+    if missing:
+        raise UsageError(f"test class {missing[0]!r} is not among the training classes")
+    return np.array([train.index(name) for name in test], dtype=np.int64)[y]
+
+
 def _numpy(array: ArrayLike) -> np.ndarray:
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu()
@@ -211,7 +229,7 @@ def _decide(raw: Raw, options: dict, max_bytes: int) -> tuple[Dataset, Dataset, 
     x, y, x_test, y_test = raw.x, raw.y, raw.x_test, raw.y_test
     split: dict[str, Any] = {"made": False}
     if x_test is None:
-        _layout(raw, x.shape, options["layout"], raw.name)  # refuse a bad layout before copying
+        _layout(raw.layout, x.shape, options["layout"], raw.name)  # refuse before copying
         if y is not None:
             y = _to_labels(y, len(x), raw.name)
         if isinstance(x, np.memmap) and x.nbytes > max_bytes:
@@ -220,7 +238,7 @@ def _decide(raw: Raw, options: dict, max_bytes: int) -> tuple[Dataset, Dataset, 
                 f"{max_bytes / 2**30:.1f} GiB); pass a test set (test=) to keep it memory-mapped"
             )
         train_rows, test_rows = split_rows(len(x), y, options["test_fraction"], options["seed"])
-        x, x_test = x[train_rows], x[test_rows]
+        x, x_test, raw.test_layout = x[train_rows], x[test_rows], raw.layout
         y, y_test = (None, None) if y is None else (y[train_rows], y[test_rows])
         split = {
             "made": True,
@@ -233,11 +251,7 @@ def _decide(raw: Raw, options: dict, max_bytes: int) -> tuple[Dataset, Dataset, 
     test, test_notes = _prepare(
         raw, x_test, y_test, fitted, options["layout"], raw.name, " test part"
     )
-    if (test.kind, test.image_shape) != (train.kind, train.image_shape):
-        raise UsageError(
-            f"{raw.name}: the test part is {test.kind} of shape {test.image_shape}, the training "
-            f"part {train.kind} of shape {train.image_shape}"
-        )
+    _check_alike(train, test)
     split.update(train=len(train), test=len(test))
     info = {
         **{k: raw.record.get(k) for k in ("source", "reader", "sha256", "test_source", "labels")},
@@ -257,15 +271,21 @@ def _decide(raw: Raw, options: dict, max_bytes: int) -> tuple[Dataset, Dataset, 
     return train, test, info
 
 
-def _layout(raw: Raw, shape: tuple[int, ...], layout: str, name: str) -> str:
-    if raw.layout is None:
-        return decide_layout(shape, layout, name)
-    if layout not in ("auto", raw.layout) and not (raw.layout == "nhw" and layout == "nchw"):
+def _check_alike(train: Dataset, test: Dataset) -> None:
+    if (test.kind, test.image_shape) != (train.kind, train.image_shape):
         raise UsageError(
-            f"layout={layout!r}: {raw.record['reader']} data has a known layout; layout= is for "
-            "arrays"
+            f"{train.name}: the test part is {test.kind} of shape {test.image_shape}, the "
+            f"training part {train.kind} of shape {train.image_shape}"
         )
-    return raw.layout
+
+
+def _layout(known: str | None, shape: tuple[int, ...], layout: str, name: str) -> str:
+    """The stated/decided layout of an array, or the one its reader knows (tables, folders)."""
+    if known is None:
+        return decide_layout(shape, layout, name)
+    if layout not in ("auto", known) and not (known == "nhw" and layout == "nchw"):
+        raise UsageError(f"layout={layout!r}: {name} has a known layout; layout= is for arrays")
+    return known
 
 
 def _prepare(
@@ -279,7 +299,7 @@ def _prepare(
 ) -> tuple[Dataset, dict]:
     """A Dataset of one part: scaled to uint8, laid out as [N, C, H, W], alpha checked. `part`
     is "" for the part `scale` was decided on."""
-    decided = _layout(raw, x.shape, layout, name + part)
+    decided = _layout(raw.test_layout if part else raw.layout, x.shape, layout, name + part)
     pixels, clipped = scale.apply(x, name + part, decided_on_x=not part)
     images, alpha = drop_alpha(to_nchw(pixels, decided), name + part, x.shape)
     mapped = isinstance(raw.x, np.memmap) and bool(np.may_share_memory(images, raw.x))
@@ -365,6 +385,9 @@ def _from_dataset(data: Dataset, raw_test: Raw | None, options: dict) -> tuple:
         split = {"made": True, "fraction": options["test_fraction"], "seed": options["seed"]}
         split["stratified"] = labels is not None
     else:
+        raw_test.test_layout = raw_test.layout
+        if raw_test.classes != data.classes and raw_test.y is not None:
+            raw_test.y = _same_classes(data.classes, raw_test.classes, raw_test.y)
         raw_test.classes = data.classes
         check_values(raw_test.x, f"{data.name} test part")
         fitted = decide_scale(raw_test.x, "auto", f"{data.name} test part")
@@ -373,6 +396,7 @@ def _from_dataset(data: Dataset, raw_test: Raw | None, options: dict) -> tuple:
             0
         ]
         train, test_record = data, raw_test.record
+        _check_alike(train, test)
     split.update(train=len(train), test=len(test))
     images = data.images.cpu().numpy()
     info = {

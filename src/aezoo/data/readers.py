@@ -36,6 +36,7 @@ class Raw:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     layout: str | None = None  # known to the reader (tables: vectors; folders: nhw or nhwc)
+    test_layout: str | None = None  # the same for the test part
     classes: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
