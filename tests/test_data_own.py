@@ -398,3 +398,17 @@ def test_a_dataset_is_split_or_paired_never_its_own_test(photos: tuple) -> None:
     assert test.image_shape == (3, 32, 32) and len(test) == 5
     with pytest.raises(UsageError, match=r"test part is images of shape \(1, 32, 32\)"):
         load_splits(data, test=photos[0][:5, :, :, :1])
+
+
+def test_csv_header_is_told_from_a_text_label_column(tmp_path: Path) -> None:
+    (tmp_path / "h.csv").write_text("a,b,kind\n0.1,0.2,x\n0.3,0.4,y\n0.5,0.6,x\n")
+    (tmp_path / "n.csv").write_text("0.1,0.2,x\n0.3,0.4,y\n0.5,0.6,x\n")
+    (tmp_path / "f.csv").write_text("a,b,kind\n0.1,0.2,1.0\n0.3,0.4,0.0\n0.5,0.6,1.0\n")
+    assert load_splits(tmp_path / "h.csv", label_column="kind")[2]["columns"] == ["a", "b"]
+    _, _, info = load_splits(tmp_path / "n.csv", label_column=2)  # no header: three data rows
+    assert info["columns"] == ["0", "1"] and info["split"]["train"] + info["split"]["test"] == 3
+    train, test, _ = load_splits(tmp_path / "f.csv", label_column="kind")
+    assert sorted(train.labels.tolist() + test.labels.tolist()) == [0, 1, 1]
+    (tmp_path / "f.csv").write_text("a,kind\n0.1,0.5\n0.3,1\n")
+    with pytest.raises(UsageError, match="'kind' holds numbers that are not integers"):
+        load_splits(tmp_path / "f.csv", label_column="kind")

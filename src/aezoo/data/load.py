@@ -21,7 +21,7 @@ from aezoo.data.decide import (
     parse_scale,
     to_nchw,
 )
-from aezoo.data.readers import FILE_SUFFIXES, MAX_BYTES, Raw, read_path
+from aezoo.data.readers import FILE_SUFFIXES, MAX_BYTES, Raw, read_path, source_sha256
 from aezoo.data.sources import SOURCES, load_arrays
 from aezoo.errors import UsageError
 
@@ -429,6 +429,5 @@ def check_recorded(info: dict[str, Any]) -> None:
     path = Path(source)
     if not path.exists():
         raise UsageError(f"{path}: the run's data is no longer there; pass --dataset PATH")
-    current = read_path(path, info["options"].get("label_column"), MAX_BYTES).record["sha256"]
-    if current != info["sha256"]:
+    if source_sha256(path) != info["sha256"]:
         raise UsageError(f"{path}: changed since the run read it (sha256 differs); pass --dataset")

@@ -44,6 +44,8 @@ class Raw:
 def read_path(path: Path, label_column: str | int | None, max_bytes: int) -> Raw:
     """Read a file or folder by its (case-insensitive) extension."""
     suffix = path.suffix.lower()
+    if label_column is not None and suffix not in TABLE_SUFFIXES:
+        raise UsageError(f"label_column: only tables (.csv, .parquet) have columns, not {path}")
     if path.is_dir():
         raw = read_folder(path, max_bytes)
     elif suffix in IMAGE_SUFFIXES:
@@ -62,8 +64,6 @@ def read_path(path: Path, label_column: str | int | None, max_bytes: int) -> Raw
             f"{path}: unknown kind of file; expected {', '.join(FILE_SUFFIXES)} or a folder of "
             "images"
         )
-    if label_column is not None and suffix not in TABLE_SUFFIXES:
-        raise UsageError(f"label_column: only tables (.csv, .parquet) have columns, not {path}")
     return raw
 
 
@@ -216,7 +216,12 @@ def _csv_columns(path: Path) -> tuple[list[str], list[list[str]]]:
         raise _open_error(path, err, "text table") from None
     if not rows:
         raise UsageError(f"{path}: an empty table")
-    header = any(not _is_number(cell) for cell in rows[0])
+    # A header has a text cell where the next row has a number (a text label column is not one).
+    following = rows[1] if len(rows) > 1 else [""] * len(rows[0])
+    header = any(
+        not _is_number(a) and (len(rows) == 1 or _is_number(b))
+        for a, b in zip(rows[0], following, strict=False)
+    )
     names = [c.strip() for c in rows[0]] if header else [str(i) for i in range(len(rows[0]))]
     body = rows[1:] if header else rows
     if not body:
@@ -272,11 +277,15 @@ def _labels_from_column(path: Path, name: str, cells: list) -> tuple[np.ndarray,
     if any(c in ("", "nan", "NaN", "None") for c in text):
         raise UsageError(f"{path}: label column {name!r} has missing values")
     try:
-        return np.array([int(c) for c in text], dtype=np.int64), ()
-    except ValueError:
+        numbers = np.array([float(c) for c in text])
+    except ValueError:  # text labels
         classes = tuple(sorted(set(text)))
         index = {c: i for i, c in enumerate(classes)}
         return np.array([index[c] for c in text], dtype=np.int64), classes
+    # 3 or 3.0 (as pandas writes an integer column with gaps) are labels; 0.5 is not.
+    if not (np.isfinite(numbers).all() and (numbers == np.round(numbers)).all()):
+        raise UsageError(f"{path}: label column {name!r} holds numbers that are not integers")
+    return numbers.astype(np.int64), ()
 
 
 def _parquet_columns(path: Path) -> tuple[list[str], list]:
@@ -308,6 +317,17 @@ def _parquet_columns(path: Path) -> tuple[list[str], list]:
 def read_folder(root: Path, max_bytes: int) -> Raw:
     """root/<class>/*.png|jpg|... (labels from the sorted folder names) or root/*.png (no labels),
     read with Pillow. All images share one size and one of grey (L) or colour (RGB)."""
+    files, y, classes = folder_files(root)
+    x, alpha = _read_images(root, files, max_bytes)
+    record = _record(root, "folder", folder_sha256(root, files))
+    record["labels"] = "folder names" if classes else None
+    raw = Raw(x, y, root.name, record, layout="nhwc" if x.ndim == 4 else "nhw", classes=classes)
+    raw.extra["alpha_dropped"] = alpha
+    return raw
+
+
+def folder_files(root: Path) -> tuple[list[Path], np.ndarray | None, tuple[str, ...]]:
+    """(image files in reading order, their labels or None, the class names) of a folder."""
     subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     flat = _images_in(root)
     if subfolders and flat:
@@ -330,16 +350,21 @@ def read_folder(root: Path, max_bytes: int) -> Raw:
         files, y = flat, None
         if not files:
             raise UsageError(f"{root}: no images ({_SUFFIX_LIST}) and no class folders")
-    x, alpha = _read_images(root, files, max_bytes)
+    return files, y, classes
+
+
+def folder_sha256(root: Path, files: list[Path]) -> str:
+    """sha256 over the files' relative names and bytes, in reading order."""
     digest = hashlib.sha256()
-    for path in files:  # names and bytes, in the sorted order read
+    for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
-    record = _record(root, "folder", digest.hexdigest())
-    record["labels"] = "folder names" if classes else None
-    raw = Raw(x, y, root.name, record, layout="nhwc" if x.ndim == 4 else "nhw", classes=classes)
-    raw.extra["alpha_dropped"] = alpha
-    return raw
+    return digest.hexdigest()
+
+
+def source_sha256(path: Path) -> str:
+    """The checksum a record holds for a file or an image folder, without parsing it."""
+    return folder_sha256(path, folder_files(path)[0]) if path.is_dir() else file_sha256(path)
 
 
 _SUFFIX_LIST = "/".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
@@ -359,14 +384,15 @@ COLOUR_MODES = {"RGB": "RGB", "RGBA": "RGBA", "P": None, "PA": "RGBA"}
 
 def _read_images(root: Path, files: list[Path], max_bytes: int) -> tuple[np.ndarray, bool]:
     """uint8 [N, H, W] (grey) or [N, H, W, 3] (colour); an opaque alpha channel is dropped."""
-    from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib
+    from PIL import Image, ImageOps, UnidentifiedImageError  # Pillow comes with matplotlib
 
     first: tuple[Path, tuple[int, int], str] | None = None
     out = np.empty(0, dtype=np.uint8)
     alpha = False
     for i, path in enumerate(files):
         try:
-            with Image.open(path) as image:
+            with Image.open(path) as opened:
+                image = ImageOps.exif_transpose(opened)  # as a viewer shows it (camera rotation)
                 mode, size = image.mode, image.size
                 if mode in GREY_MODES:
                     target, group = GREY_MODES[mode], "grey"
@@ -381,7 +407,7 @@ def _read_images(root: Path, files: list[Path], max_bytes: int) -> tuple[np.ndar
                         "convert it to 8-bit L or RGB"
                     )
                 pixels = np.asarray(image.convert(target))
-        except (OSError, UnidentifiedImageError) as err:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
             raise UsageError(f"{path}: not a readable image ({err})") from None
         if pixels.ndim == 3 and pixels.shape[2] in (2, 4):  # LA or RGBA: keep only if opaque
             if not (pixels[..., -1] == 255).all():
