@@ -412,3 +412,20 @@ def test_csv_header_is_told_from_a_text_label_column(tmp_path: Path) -> None:
     (tmp_path / "f.csv").write_text("a,kind\n0.1,0.5\n0.3,1\n")
     with pytest.raises(UsageError, match="'kind' holds numbers that are not integers"):
         load_splits(tmp_path / "f.csv", label_column="kind")
+
+
+def test_table_features_scaled_per_column(tmp_path: Path) -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)  # 30 features from 0..0.05 up to 0..4254
+    with pytest.raises(UsageError, match=r"got 0\.\.4254.*minmax-columns"):
+        load_splits(x, labels=y)
+    train, test, info = load_splits(x, labels=y, scale="minmax-columns")
+    columns = train.images.reshape(len(train), 30)
+    assert (
+        columns.min(0).values.tolist() == [0] * 30 and columns.max(0).values.tolist() == [255] * 30
+    )
+    rows, held = split_rows(len(x), y, 0.1, 0)
+    assert info["scale"]["low"] == x[rows].min(0).tolist()
+    outside = (x[held] < x[rows].min(0)) | (x[held] > x[rows].max(0))
+    assert info["test_clipped"] == int(outside.sum()) and len(test) == len(held)

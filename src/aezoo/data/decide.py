@@ -2,7 +2,8 @@
 
 Layouts: "nhw" (grey images), "nchw", "nhwc", "vectors" ([N, D]). Scales: uint8 0..255 and floats
 in [0, 1] are pixels; data whose only values are 0 and 1 is binary (1 is full intensity); other
-ranges need a stated scale ("minmax", "max:M"), computed on the training part and recorded.
+ranges need a stated scale ("minmax", "max:M", or "minmax-columns" per feature of vectors),
+computed on the training part and recorded.
 """
 
 from __future__ import annotations
@@ -109,17 +110,18 @@ def drop_alpha(x: np.ndarray, name: str, given: tuple[int, ...]) -> tuple[np.nda
 @dataclass(frozen=True)
 class Scale:
     """How values become uint8 pixels: 'uint8' (as is), 'unit' (floats in [0, 1]), 'binary'
-    (0/1 → 0/255), 'max' (x / high) or 'minmax' ((x - low) / (high - low))."""
+    (0/1 → 0/255), 'max' (x / high), 'minmax' ((x - low) / (high - low)) or 'minmax-columns'
+    (the same per feature of vectors: low and high are tuples)."""
 
     kind: str
-    low: float = 0.0
-    high: float = 1.0
+    low: float | tuple[float, ...] = 0.0
+    high: float | tuple[float, ...] = 1.0
 
     def record(self) -> dict:
         """A JSON-able description (the parameters a run stores)."""
         out: dict = {"kind": self.kind}
-        if self.kind in ("max", "minmax"):
-            out.update(low=self.low, high=self.high)
+        if self.kind in ("max", "minmax", "minmax-columns"):
+            out.update(low=_listed(self.low), high=_listed(self.high))
         return out
 
     def apply(self, x: np.ndarray, name: str, decided_on_x: bool = False) -> tuple[np.ndarray, int]:
@@ -139,14 +141,18 @@ class Scale:
                 f"{name}: values {low:g}..{high:g} do not lie in 0..{self.high:g} "
                 f'(scale max:{self.high:g}); use scale="minmax" (--scale minmax) or a larger max'
             )
-        unit = (np.asarray(x, dtype=np.float64) - self.low) / (self.high - self.low)
+        low_, high_ = np.asarray(self.low), np.asarray(self.high)
+        if self.kind == "minmax-columns" and (x.ndim != 2 or x.shape[1] != low_.size):
+            raise UsageError(f"{name}: shape {x.shape} is not the training part's vectors")
+        span = np.where(high_ > low_, high_ - low_, 1.0)  # a constant feature becomes 0
+        unit = (np.asarray(x, dtype=np.float64) - low_) / span
         clipped = int(np.count_nonzero((unit < 0) | (unit > 1)))
         return np.rint(np.clip(unit, 0, 1) * 255).astype(np.uint8), clipped
 
 
 def parse_scale(spec: str) -> str:
     """Check a scale spec ('auto', 'minmax', 'max:M' with M > 0); returns it unchanged."""
-    if spec in ("auto", "minmax"):
+    if spec in ("auto", "minmax", "minmax-columns"):
         return spec
     kind, _, number = spec.partition(":")
     try:
@@ -154,7 +160,9 @@ def parse_scale(spec: str) -> str:
     except ValueError:
         m = math.nan
     if kind != "max" or not (math.isfinite(m) and m > 0):
-        raise UsageError(f"scale: expected auto, minmax or max:M with M > 0, got {spec!r}")
+        raise UsageError(
+            f"scale: expected auto, minmax, minmax-columns or max:M with M > 0, got {spec!r}"
+        )
     return spec
 
 
@@ -163,6 +171,12 @@ def decide_scale(x: np.ndarray, spec: str, name: str) -> Scale:
     parse_scale(spec)
     if spec.startswith("max:"):
         return Scale("max", 0.0, float(spec[4:]))
+    if spec == "minmax-columns":
+        if x.ndim != 2:
+            raise UsageError(f"{name}: scale minmax-columns is for vectors [N, D], got {x.shape}")
+        columns = np.asarray(x, dtype=np.float64)
+        low_, high_ = columns.min(axis=0), columns.max(axis=0)
+        return Scale("minmax-columns", tuple(low_.tolist()), tuple(high_.tolist()))
     if x.dtype == np.bool_:
         return Scale("binary")
     low, high = _range(x)
@@ -171,7 +185,11 @@ def decide_scale(x: np.ndarray, spec: str, name: str) -> Scale:
             raise UsageError(f"{name}: every value is {low:g}; scale minmax needs a range")
         return Scale("minmax", low, high)
     noun = "values" if x.ndim == 2 else "images"
-    hint = f'scale="max:{high:g}" (--scale max:{high:g}) or scale="minmax" (--scale minmax)'
+    hint = 'scale="minmax" (--scale minmax)'
+    if low >= 0 and high > 0:  # dividing by the largest value is an option only then
+        hint = f'scale="max:{high:g}" (--scale max:{high:g}) or ' + hint
+    if x.ndim == 2:
+        hint += ', or per feature scale="minmax-columns"'
     if np.issubdtype(x.dtype, np.integer):
         if low >= 0 and high <= 1:
             return Scale("binary")
@@ -187,6 +205,10 @@ def decide_scale(x: np.ndarray, spec: str, name: str) -> Scale:
             + hint
         )
     return Scale("binary" if ((x == 0) | (x == 1)).all() else "unit")
+
+
+def _listed(value: float | tuple[float, ...]) -> float | list[float]:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _range(x: np.ndarray) -> tuple[float, float]:
