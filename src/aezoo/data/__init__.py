@@ -11,7 +11,7 @@ from __future__ import annotations
 from aezoo.data.dataset import Dataset, binarize_once, stratified_pick
 from aezoo.data.decide import LAYOUTS, parse_scale
 from aezoo.data.load import check_recorded, load_dataset, load_splits, split_rows
-from aezoo.data.readers import MAX_BYTES
+from aezoo.data.raw import MAX_BYTES
 from aezoo.data.sources import SOURCES
 
 __all__ = [

@@ -21,7 +21,8 @@ from aezoo.data.decide import (
     parse_scale,
     to_nchw,
 )
-from aezoo.data.readers import FILE_SUFFIXES, MAX_BYTES, Raw, read_path, source_sha256
+from aezoo.data.raw import FILE_SUFFIXES, MAX_BYTES, Raw
+from aezoo.data.readers import read_path, source_sha256
 from aezoo.data.sources import SOURCES, load_arrays
 from aezoo.errors import UsageError
 
