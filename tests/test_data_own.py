@@ -429,3 +429,17 @@ def test_table_features_scaled_per_column(tmp_path: Path) -> None:
     assert info["scale"]["low"] == x[rows].min(0).tolist()
     outside = (x[held] < x[rows].min(0)) | (x[held] > x[rows].max(0))
     assert info["test_clipped"] == int(outside.sum()) and len(test) == len(held)
+
+
+def test_a_forged_npz_header_is_refused_before_allocating(tmp_path: Path) -> None:
+    """A member whose .npy header claims 9.3 GiB (numpy allocates that first) in 64 bytes."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    shape = {"descr": "|u1", "fortran_order": False, "shape": (100_000, 100_000)}
+    np.lib.format.write_array_header_1_0(header, shape)
+    with zipfile.ZipFile(tmp_path / "forged.npz", "w") as archive:
+        archive.writestr("x.npy", header.getvalue() + bytes(64))
+    with pytest.raises(UsageError, match=r"9\.3 GiB once decompressed, over the limit of 8\.0 GiB"):
+        load_splits(tmp_path / "forged.npz")
