@@ -197,7 +197,9 @@ def test_npz_train_and_test(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x, x_test = rng.random((6, 5, 4)), rng.integers(0, 256, (3, 5, 4, 1), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(6), x_test=x_test, y_test=np.array([2, 1, 0]))
-    train, test = load_dataset(tmp_path / "d.npz"), load_dataset(tmp_path / "d.npz", "test")
+    # (6, 5, 4) could be one 6×5 RGBA image: the layout of grey [N, H, W] images is stated.
+    train = load_dataset(tmp_path / "d.npz", layout="nchw")
+    test = load_dataset(tmp_path / "d.npz", "test")
     assert train.images.shape == (6, 1, 5, 4) and test.images.shape == (3, 1, 5, 4)
     np.testing.assert_array_equal(train.images[:, 0].numpy(), np.rint(x * 255))
     np.testing.assert_array_equal(test.images.numpy(), x_test.transpose(0, 3, 1, 2))
@@ -205,14 +207,14 @@ def test_npz_train_and_test(tmp_path: Path) -> None:
     assert train.name == "d"
 
     np.savez(tmp_path / "train-only.npz", x=x)
-    assert load_dataset(tmp_path / "train-only.npz").labels is None
+    assert load_dataset(tmp_path / "train-only.npz", layout="nchw").labels is None
     with pytest.raises(UsageError, match=r"train-only\.npz has no test arrays"):
         load_dataset(str(tmp_path / "train-only.npz"), "test")
 
 
 def test_npy_and_bad_files(tmp_path: Path) -> None:
-    np.save(tmp_path / "x.npy", np.zeros((2, 3, 3), dtype=np.uint8))
-    assert load_dataset(tmp_path / "x.npy").images.shape == (2, 1, 3, 3)
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 3), dtype=np.uint8))  # or one 2×3 RGB image
+    assert load_dataset(tmp_path / "x.npy", layout="nchw").images.shape == (2, 1, 3, 3)
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
     for path, message in [
         (tmp_path / "junk.npz", r"junk\.npz: not a readable \.npz"),
@@ -253,7 +255,7 @@ def test_npz_object_array_is_refused_without_unpickling(tmp_path: Path) -> None:
         (np.array([[[np.nan]]]), "NaN"),
         (np.array([[[np.inf]]], dtype=np.float32), "NaN or infinite"),
         (np.zeros((0, 3, 3)), "no images"),
-        (np.zeros((2, 3)), "got shape"),
+        (np.zeros(3), "got shape"),  # [N, D] are vectors now; one vector is refused
         (np.zeros((2, 2, 5, 5)), r"C = 1 or 3"),
         (np.full((2, 3, 3), 300), r"0..255, got 300..300"),
         (np.array([[["a"]]]), "<U1"),
