@@ -68,6 +68,7 @@ bench_each() {
   local device=$1 per_model=$2 models=$3
   shift 3
   local failed=0
+  [ -n "$models" ] || { echo "no models to bench: does aezoo import?"; return 1; }
   for model in ${models//,/ }; do
     echo "-- $model"
     timeout --kill-after=10 "$per_model" python3 -m aezoo bench --models "$model" \
