@@ -189,7 +189,11 @@ def main() -> None:
         "--conditional", action="store_true", help="a class-conditional prior (labels 0..9)"
     )
     parser.add_argument("--no-classifier", action="store_true", help="skip the classifier verdicts")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the JSON, Markdown and runs go"
+    )
     args = parser.parse_args()
+    results = args.results
     if args.threads:
         torch.set_num_threads(args.threads)
     temperatures = [float(t) for t in args.temperature.split(",")]
@@ -198,7 +202,7 @@ def main() -> None:
     for case in args.cases.split(","):
         options, epochs, targets = CASES[case]
         epochs = args.epochs or epochs
-        out = RESULTS / "runs" / f"vqvae-{case}"
+        out = results / "runs" / f"vqvae-{case}"
         if args.reuse:  # its row stays as recorded
             runs[case] = aezoo.load(out, device=resolve_device(args.device))
             continue
@@ -254,22 +258,22 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    if (RESULTS / "vqvae.json").exists():  # merge with earlier cases run separately
-        previous = json.loads((RESULTS / "vqvae.json").read_text())
+    results.mkdir(parents=True, exist_ok=True)
+    if (results / "vqvae.json").exists():  # merge with earlier cases run separately
+        previous = json.loads((results / "vqvae.json").read_text())
         rows = list(
             ({r["case"]: r for r in previous["rows"]} | {r["case"]: r for r in rows}).values()
         )
         old = [r for r in previous.get("samples", []) if "mode" in r]
         for r in old:  # results from before per-run keys: the health-512x64 run's prior
             r.setdefault("run", PRIOR_CASE)
-            folder = RESULTS / "runs" / f"vqvae-{r['run']}"
+            folder = results / "runs" / f"vqvae-{r['run']}"
             if r["mode"] == "prior" and not r.get("prior") and (folder / "prior").is_dir():
                 r["prior"] = describe_prior(folder)
         samples = list(
             ({sample_key(r): r for r in old} | {sample_key(r): r for r in samples}).values()
         )
-    (RESULTS / "vqvae.json").write_text(
+    (results / "vqvae.json").write_text(
         json.dumps({**meta, "rows": rows, "samples": samples}, indent=2) + "\n"
     )
     columns = (
@@ -305,8 +309,8 @@ def main() -> None:
             ),
             "",
         ]
-    (RESULTS / "vqvae.md").write_text("\n".join(md))
-    print((RESULTS / "vqvae.md").read_text())
+    (results / "vqvae.md").write_text("\n".join(md))
+    print((results / "vqvae.md").read_text())
 
 
 if __name__ == "__main__":

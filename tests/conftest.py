@@ -1,8 +1,10 @@
-"""Shared fixtures: one tiny trained run reused by many tests, and helpers to snapshot folders."""
+"""Shared fixtures: the device the integration tests run on (--device), one tiny trained run
+reused by many tests, and helpers to snapshot folders."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,63 @@ from aezoo.data import sources
 torch.set_num_threads(1)
 
 MNIST_DIR = sources.REPO_DATA / "mnist"
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        choices=DEVICES,
+        default=os.environ.get("AEZOO_TEST_DEVICE", "cpu"),
+        help="where the integration tests (marker `device`) train, evaluate, resume, sample and "
+        "score: cpu (default), cuda, or auto (cuda when there is one); env AEZOO_TEST_DEVICE",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "device: an integration test that runs on --device (pytest -m device --device cuda)",
+    )
+    name = config.getoption("--device")
+    if name not in DEVICES:  # from AEZOO_TEST_DEVICE, which argparse does not check
+        raise pytest.UsageError(
+            f"--device / AEZOO_TEST_DEVICE: expected cpu, cuda or auto, got {name!r}"
+        )
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda: this machine has no CUDA device")
+    config.stash[DEVICE_KEY] = name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that takes the `device` fixture, directly or through another, is marked."""
+    for item in items:
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.device)
+
+
+DEVICE_KEY = pytest.StashKey[str]()
+
+
+def rel_tol(device: str) -> float:
+    """Tolerance of a figure recomputed outside its run: exact on the CPU (bar summation order);
+    CUDA multiplies fp32 matrices in TF32 while training (aezoo.device.set_up_device)."""
+    return 1e-5 if device == "cpu" else 1e-3
+
+
+def recomputed(expected: Any, device: str) -> Any:
+    """What a figure recomputed outside its run equals: itself on the CPU, near it on CUDA."""
+    return expected if device == "cpu" else pytest.approx(expected, rel=rel_tol(device))
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig: pytest.Config) -> str:
+    """The device of the integration tests: "cpu" or "cuda" (--device, AEZOO_TEST_DEVICE)."""
+    return pytestconfig.stash[DEVICE_KEY]
+
 
 # The tiny run: small enough to train in well under a second, big enough for the loss to fall.
 TINY = {
@@ -41,10 +100,11 @@ class TinyRun:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, device: str) -> TinyRun:
     path = tmp_path_factory.mktemp("tiny") / "run"
-    run = aezoo.train("dense-ae", out=path, quiet=True, **TINY)
-    return TinyRun(path, run, dict(TINY))
+    options = {**TINY, "device": device}
+    run = aezoo.train("dense-ae", out=path, quiet=True, **options)
+    return TinyRun(path, run, options)
 
 
 def snapshot_folder(path: Path) -> dict[str, bytes] | None:

@@ -147,9 +147,9 @@ def test_works_in_a_pipeline() -> None:
 
 
 @pytest.mark.parametrize("score", ["recon", "elbo", "nll"])
-def test_scores_are_row_wise_and_repeatable(score: str) -> None:
+def test_scores_are_row_wise_and_repeatable(score: str, device: str) -> None:
     x = blobs(60)
-    detector = tiny(anomaly_score=score, n_samples=7).fit(x)
+    detector = tiny(anomaly_score=score, n_samples=7, device=device).fit(x)
     first = detector.score_samples(x)
     np.testing.assert_array_equal(first, detector.score_samples(x))  # every call
     alone = np.array([detector.score_samples(row[None])[0] for row in x[:10]])
@@ -305,7 +305,7 @@ FAST = {
 }
 
 
-def test_mnist_holdout(tmp_path: Path) -> None:
+def test_mnist_holdout(tmp_path: Path, device: str) -> None:
     result = mnist_holdout(
         9,
         model="dense-vae",
@@ -313,7 +313,7 @@ def test_mnist_holdout(tmp_path: Path) -> None:
         out=tmp_path,
         quiet=True,
         latent_components=2,
-        **FAST,
+        **{**FAST, "device": device},
     )
     assert result["train_images"] == 300 and result["test_images"] == 200
     assert result["test_anomalies"] == 20  # the stratified test subset keeps 10% nines

@@ -75,12 +75,13 @@ def test_frechet_distance() -> None:
 
 
 @pytest.mark.slow  # draws ~300 images into 5 figures
-def test_sample_and_explore_commands(tiny_run, tmp_path, capsys) -> None:
+def test_sample_and_explore_commands(tiny_run, tmp_path, capsys, device) -> None:
     import shutil
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run.path, run_dir)
-    assert main(["explore", str(run_dir), "--sampler", "gmm", "--tsne-points", "100"]) == 0
+    on = ["--device", device]
+    assert main(["explore", str(run_dir), "--sampler", "gmm", "--tsne-points", "100", *on]) == 0
     printed = capsys.readouterr().out
     for name in (
         "samples-gmm.png",

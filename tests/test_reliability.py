@@ -256,12 +256,12 @@ STEPS = 10
 
 
 @pytest.fixture(scope="module")
-def vae_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vae_reference(tmp_path_factory: pytest.TempPathFactory, device: str) -> Path:
     out = tmp_path_factory.mktemp("vae") / "reference"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("aezoo.figures.write_run_figures", lambda *args, **kwargs: [])
         mp.setattr("aezoo.report.write_report", lambda *args, **kwargs: None)
-        aezoo.train("dense-vae", out=out, quiet=True, **VAE_RUN)
+        aezoo.train("dense-vae", out=out, quiet=True, **{**VAE_RUN, "device": device})
     return out
 
 
@@ -309,6 +309,7 @@ def test_ctrl_c_stops_after_the_step_and_resumes_exactly(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     no_figures: None,
+    device: str,
 ) -> None:
     handler = signal.getsignal(signal.SIGINT)
     run_dir = tmp_path / "run"
@@ -316,7 +317,7 @@ def test_ctrl_c_stops_after_the_step_and_resumes_exactly(
     with pytest.raises(
         Interrupted, match=rf"stopped {message}.*--resume {re.escape(str(run_dir))}"
     ):
-        aezoo.train("dense-vae", out=run_dir, quiet=True, **VAE_RUN)
+        aezoo.train("dense-vae", out=run_dir, quiet=True, **{**VAE_RUN, "device": device})
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGINT) is handler  # the handler is fit's only while it runs
 
@@ -325,7 +326,7 @@ def test_ctrl_c_stops_after_the_step_and_resumes_exactly(
     assert (epoch, state.get("step")) == saved
     assert len(read_metrics(run_dir)) == epoch
 
-    aezoo.train(resume=run_dir, quiet=True)
+    aezoo.train(resume=run_dir, quiet=True)  # on the device of its config.json
     assert_same_run(vae_reference, run_dir)
 
 

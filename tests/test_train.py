@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import rel_tol
 from safetensors.torch import load_file
 
 import aezoo
@@ -126,27 +127,27 @@ def test_run_folder_contents(tiny_run: Any, snapshot: Callable, run_files: set[s
     png_size(tiny_run.path / "figures" / "reconstructions.png")
 
 
-def test_test_metrics_are_what_they_say(tiny_run: Any) -> None:
+def test_test_metrics_are_what_they_say(tiny_run: Any, device: str) -> None:
     """test_mse is the per-pixel MSE and test_bce the per-image Σ_pixels BCE of the reloaded model's
     reconstructions of the test subset, recomputed here by hand."""
-    run = aezoo.load(tiny_run.path)
+    run = aezoo.load(tiny_run.path, device=device)
     _, test = load_data(run.spec.data)
     assert len(test) == 300
-    x = test.images.float() / 255
+    x = test.images.float().to(device) / 255
     with torch.no_grad():
         logits = run.model.decode_logits(run.model.encode(x))
     mse = float((torch.sigmoid(logits).double() - x.double()).square().mean())
     bce = float(bernoulli_nll(logits.double(), x.double()).mean())
-    assert run.summary["test_mse"] == pytest.approx(mse, rel=1e-5)
-    assert run.summary["test_bce"] == pytest.approx(bce, rel=1e-5)
+    assert run.summary["test_mse"] == pytest.approx(mse, rel=rel_tol(device))
+    assert run.summary["test_bce"] == pytest.approx(bce, rel=rel_tol(device))
 
 
-def test_load_gives_bit_identical_outputs(tiny_run: Any) -> None:
+def test_load_gives_bit_identical_outputs(tiny_run: Any, device: str) -> None:
     trained = tiny_run.run.model
-    loaded = aezoo.load(tiny_run.path).model
+    loaded = aezoo.load(tiny_run.path, device=device).model
     assert not loaded.training and not trained.training
     x = aezoo.load_dataset("mnist", "test", data_dir=tiny_run.options["data_dir"]).images[:64]
-    x = x.float() / 255
+    x = x.float().to(device) / 255
     with torch.no_grad():
         assert torch.equal(loaded(x), trained(x))
         assert torch.equal(loaded.encode(x), trained.encode(x))
@@ -192,11 +193,11 @@ def test_resume_after_a_crash_is_bit_identical(
 
 
 def test_resume_of_a_finished_run_changes_nothing(
-    tiny_run: Any, tmp_path: Path, strip_timing: Callable
+    tiny_run: Any, tmp_path: Path, strip_timing: Callable, device: str
 ) -> None:
     run_dir = tmp_path / "copy"
     shutil.copytree(tiny_run.path, run_dir)
-    run = aezoo.train(resume=run_dir, quiet=True, device="cpu")
+    run = aezoo.train(resume=run_dir, quiet=True, device=device)
     assert_same_run(tiny_run.path, run_dir, strip_timing)
     assert run.summary == tiny_run.run.summary
 
@@ -209,33 +210,35 @@ def denoising_run(tiny_run: Any, tmp_path_factory: pytest.TempPathFactory) -> ae
     )
 
 
-def test_denoising_figure_has_three_rows(denoising_run: aezoo.Run, tiny_run: Any) -> None:
+def test_denoising_figure_has_three_rows(
+    denoising_run: aezoo.Run, tiny_run: Any, device: str
+) -> None:
     noisy_w, noisy_h = png_size(denoising_run.path / "figures" / "reconstructions.png")
     clean_w, clean_h = png_size(tiny_run.path / "figures" / "reconstructions.png")
     assert noisy_w == clean_w and noisy_h > clean_h
     _, test = load_data(tiny_run.run.spec.data)
-    _, batches = make_batches(tiny_run.run.spec, test, test, torch.device("cpu"))
+    _, batches = make_batches(tiny_run.run.spec, test, test, torch.device(device))
     fig = reconstruction_figure(tiny_run.run.model, batches, n=10)
     assert [ax.get_ylabel() for ax in fig.axes[::10]] == ["original", "reconstruction"]
     _, test = load_data(denoising_run.spec.data)
-    _, batches = make_batches(denoising_run.spec, test, test, torch.device("cpu"))
+    _, batches = make_batches(denoising_run.spec, test, test, torch.device(device))
     fig = reconstruction_figure(denoising_run.model, batches, n=10)
     assert len(fig.axes) == 30
     assert [ax.get_ylabel() for ax in fig.axes[::10]] == ["original", "corrupted", "reconstruction"]
 
 
-def test_denoising_metrics_compare_with_clean_images(denoising_run: aezoo.Run) -> None:
-    model = aezoo.load(denoising_run.path).model
+def test_denoising_metrics_compare_with_clean_images(denoising_run: aezoo.Run, device: str) -> None:
+    model = aezoo.load(denoising_run.path, device=device).model
     _, test = load_data(denoising_run.spec.data)
-    _, batches = make_batches(denoising_run.spec, test, test, torch.device("cpu"))
+    _, batches = make_batches(denoising_run.spec, test, test, torch.device(device))
     (batch,) = list(batches.epoch(0))  # 300 test images, one evaluation batch
     assert not torch.equal(batch.x, batch.x_in)
-    assert torch.equal(batch.x, test.images.float() / 255)  # the target is the clean image
+    assert torch.equal(batch.x.cpu(), test.images.float() / 255)  # the target: the clean image
     with torch.no_grad():
         pred = model(batch.x_in).double()
     against_clean = float((pred - batch.x.double()).square().mean())
     against_noisy = float((pred - batch.x_in.double()).square().mean())
-    assert denoising_run.summary["test_mse"] == pytest.approx(against_clean, rel=1e-5)
+    assert denoising_run.summary["test_mse"] == pytest.approx(against_clean, rel=rel_tol(device))
     # The noisy input is not what is scored.
     assert denoising_run.summary["test_mse"] != pytest.approx(against_noisy, rel=1e-2)
     # The test set's noise is fixed: evaluating again gives the very same numbers.

@@ -312,12 +312,11 @@ def test_iwae_objective_refuses_kl_weights_and_schedules() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::aezoo.loop.PosteriorCollapseWarning")  # 2 tiny epochs
-def test_iwae_training_end_to_end(tmp_path, capsys) -> None:
+def test_iwae_training_end_to_end(tmp_path, capsys, device) -> None:
     """A dense-vae trained on the K = 4 bound: the bound falls, it is tighter than the ELBO on the
     test set, and the CLI takes --iw-samples (and rejects it beside a KL warm-up, in one line)."""
-    run = aezoo.train(
-        "dense-vae", out=tmp_path / "run", quiet=True, iw_samples=4, **{**TINY, "epochs": 2}
-    )
+    options = {**TINY, "epochs": 2, "device": device}
+    run = aezoo.train("dense-vae", out=tmp_path / "run", quiet=True, iw_samples=4, **options)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert records[1]["train_iwae"] < records[0]["train_iwae"]
     assert run.summary["test_iwae"] < run.summary["test_elbo"]
