@@ -279,6 +279,32 @@ def assert_clean(result: tuple[int, str, str]) -> None:
         assert_one_line(result)
 
 
+# Command-line options of a run that takes about a second: one epoch of 200 MNIST images.
+TINY_FLAGS = [
+    "--train-subset=200",
+    "--test-subset=100",
+    "--epochs=1",
+    "--device=cpu",
+    f"--data-dir={MNIST_DIR}",
+    "--quiet",
+]
+
+
+def tabular_npz(path: Path, test_width: int | None = None) -> Path:
+    """Breast-cancer rows as an .npz for `aezoo anomaly tabular` (1 = malignant, the anomaly);
+    with `test_width`, x_test/y_test of that many columns."""
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x, y = x.astype(np.float32), (y == 0).astype(np.int64)
+    arrays = {"x": x[:400], "y": y[:400]}
+    if test_width is not None:
+        arrays.update(x_test=x[400:, :test_width], y_test=y[400:])
+    np.savez(path, **arrays)
+    return path
+
+
 def copy_run(source: Path, dest: Path) -> Path:
     import shutil
 

@@ -8,22 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import MNIST_DIR, assert_one_line, cli, copy_run, snapshot_folder
+from conftest import TINY_FLAGS, assert_one_line, cli, copy_run, snapshot_folder, tabular_npz
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from sklearn.datasets import load_breast_cancer
 
-TINY = [
-    "--train-subset=200",
-    "--test-subset=100",
-    "--epochs=1",
-    "--device=cpu",
-    f"--data-dir={MNIST_DIR}",
-    "--quiet",
-]
 CHECKPOINT = Path("checkpoint") / "last.safetensors"
 
 
@@ -41,7 +31,7 @@ def test_a_diverged_step_is_never_checkpointed(tmp_path: Path) -> None:
     # One step per epoch: the first step's loss is finite, the step itself makes the weights NaN,
     # and the loop only looks at the loss before each step.
     run = tmp_path / "run"
-    argv = ["train", "dense-vae", *TINY, "--epochs=3", "--batch-size=200", "--lr=1e39"]
+    argv = ["train", "dense-vae", *TINY_FLAGS, "--epochs=3", "--batch-size=200", "--lr=1e39"]
     code, _, err = cli([*argv, "--out", run])
     assert code == 1 and "last good checkpoint" in err, err
     for name in (CHECKPOINT, Path("model.safetensors")):
@@ -96,16 +86,10 @@ def test_a_torn_last_metrics_line_still_resumes(unfinished_run: Path, tmp_path: 
 # --- 3. output folders never overwrite a user's files; options checked before training ------
 
 
-def tabular_npz(path: Path) -> Path:
-    x, y = load_breast_cancer(return_X_y=True)  # y: 0 malignant, 1 benign; anomaly = malignant
-    np.savez(path, x=x.astype(np.float32), y=(y == 0).astype(np.int64))
-    return path
-
-
 STUDIES = {
-    "sweep": (["sweep", "dense-vae", "--beta=1", *TINY], "sweep.md"),
-    "codebook-study": (["codebook-study", "--sizes=4", *TINY], "study.md"),
-    "anomaly mnist-holdout": (["anomaly", "mnist-holdout", *TINY], "results.json"),
+    "sweep": (["sweep", "dense-vae", "--beta=1", *TINY_FLAGS], "sweep.md"),
+    "codebook-study": (["codebook-study", "--sizes=4", *TINY_FLAGS], "study.md"),
+    "anomaly mnist-holdout": (["anomaly", "mnist-holdout", *TINY_FLAGS], "results.json"),
     "anomaly tabular": (["anomaly", "tabular", "{npz}", "--epochs=1", "--quiet"], "results.json"),
 }
 
@@ -132,8 +116,8 @@ def test_an_output_folder_with_user_files_is_refused(command: str, tmp_path: Pat
 @pytest.mark.parametrize(
     "argv, option",
     [
-        (["sweep", "dense-vae", "--beta=1,1", *TINY], "beta"),
-        (["codebook-study", "--sizes=4,0", *TINY], "size"),
+        (["sweep", "dense-vae", "--beta=1,1", *TINY_FLAGS], "beta"),
+        (["codebook-study", "--sizes=4,0", *TINY_FLAGS], "size"),
     ],
     ids=["sweep --beta 1,1", "codebook-study --sizes 4,0"],
 )
@@ -170,8 +154,8 @@ def test_resume_refuses_an_edited_config(
 @pytest.mark.xfail(strict=True, reason="issue 16: epochs 2→4 by editing config.json is not exact")
 def test_extending_epochs_is_refused_or_exact(tmp_path: Path) -> None:
     run, real = tmp_path / "run", tmp_path / "real"
-    assert cli(["train", "dense-ae", *TINY, "--epochs=2", "--out", run])[0] == 0
-    assert cli(["train", "dense-ae", *TINY, "--epochs=4", "--out", real])[0] == 0
+    assert cli(["train", "dense-ae", *TINY_FLAGS, "--epochs=2", "--out", run])[0] == 0
+    assert cli(["train", "dense-ae", *TINY_FLAGS, "--epochs=4", "--out", real])[0] == 0
     config = json.loads((run / "config.json").read_text())
     config["train"]["epochs"] = 4
     (run / "config.json").write_text(json.dumps(config, indent=2))

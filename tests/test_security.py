@@ -14,22 +14,23 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MNIST_DIR, assert_clean, assert_one_line, cli, copy_run, snapshot_folder
+from conftest import (
+    MNIST_DIR,
+    TINY_FLAGS,
+    assert_clean,
+    assert_one_line,
+    cli,
+    copy_run,
+    snapshot_folder,
+)
 
 import aezoo
 
-TINY = [
-    "--train-subset=200",
-    "--test-subset=100",
-    "--epochs=1",
-    "--device=cpu",
-    f"--data-dir={MNIST_DIR}",
-    "--quiet",
-]
 SECRET = b"\0aezoo-test-secret-3f9a"
 
 
@@ -118,7 +119,7 @@ def test_zoo_markdown_escapes_html(tmp_path: Path) -> None:
     data_dir = tmp_path / "<img src=x onerror=alert(1)>"
     shutil.copytree(MNIST_DIR, data_dir)
     out = tmp_path / "zoo"
-    options = [a for a in TINY if not a.startswith("--data-dir")]
+    options = [a for a in TINY_FLAGS if not a.startswith("--data-dir")]
     code, _, err = cli(
         ["zoo", "--models=dense-ae", *options, f"--data-dir={data_dir}", "--out", out]
     )
@@ -128,13 +129,11 @@ def test_zoo_markdown_escapes_html(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def umask() -> object:
-    def set_umask(mask: int) -> None:
-        os.umask(mask)
-
+def umask() -> Iterator[Callable[[int], int]]:
+    """os.umask for the test, the process's own umask restored after it."""
     old = os.umask(0o022)
     os.umask(old)
-    yield set_umask
+    yield os.umask
     os.umask(old)
 
 

@@ -14,21 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import MNIST_DIR, assert_clean, assert_one_line, cli, copy_run, snapshot_folder
+from conftest import (
+    TINY_FLAGS,
+    assert_clean,
+    assert_one_line,
+    cli,
+    copy_run,
+    snapshot_folder,
+    tabular_npz,
+)
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from sklearn.datasets import load_breast_cancer, load_digits
 
 import aezoo
 
-TINY = [
-    "--train-subset=200",
-    "--test-subset=100",
-    "--epochs=1",
-    "--device=cpu",
-    f"--data-dir={MNIST_DIR}",
-    "--quiet",
-]
 CHECKPOINT = Path("checkpoint") / "last.safetensors"
 
 
@@ -91,16 +91,6 @@ def test_runs_skips_a_bad_run_with_a_warning(case: str, tiny_run, tmp_path: Path
 
 
 # --- destinations checked before the work --------------------------------------------------------
-
-
-def tabular_npz(path: Path, test_width: int | None = None) -> Path:
-    x, y = load_breast_cancer(return_X_y=True)  # anomaly = malignant (0)
-    x, y = x.astype(np.float32), (y == 0).astype(np.int64)
-    arrays = {"x": x[:400], "y": y[:400]}
-    if test_width is not None:
-        arrays.update(x_test=x[400:, :test_width], y_test=y[400:])
-    np.savez(path, **arrays)
-    return path
 
 
 @pytest.mark.xfail(strict=True, reason="issue 16: the destination is checked after the work")
@@ -218,7 +208,7 @@ def test_a_read_only_run_folder_is_one_line(
 def test_a_seed_out_of_range_is_refused_before_the_folder(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert_one_line(
-        cli(["train", "dense-ae", *TINY, "--seed=100000000000000", "--out", out]), "seed"
+        cli(["train", "dense-ae", *TINY_FLAGS, "--seed=100000000000000", "--out", out]), "seed"
     )
     assert not out.exists()
 
@@ -232,7 +222,7 @@ def test_explore_with_one_tsne_point(tiny_run, tmp_path: Path) -> None:
 @pytest.mark.xfail(strict=True, reason="issue 16: explore on a run of one image is a traceback")
 def test_explore_a_run_trained_on_one_image(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    options = [a for a in TINY if "subset" not in a]
+    options = [a for a in TINY_FLAGS if "subset" not in a]
     code, _, err = cli(
         ["train", "dense-ae", *options, "--train-subset=1", "--test-subset=1", "--out", run]
     )
@@ -340,7 +330,7 @@ def test_a_kill_during_the_first_config_write_leaves_a_usable_folder(tmp_path: P
     run = tmp_path / "run"
     run.mkdir()
     (run / ".config.json.x8k2m1.tmp").write_text('{"aezoo": "0.')  # what SIGKILL left
-    argv = ["train", "dense-ae", *TINY, "--out", run]
+    argv = ["train", "dense-ae", *TINY_FLAGS, "--out", run]
     results = [cli(argv), cli(["train", "--resume", run, "--quiet"])]
     assert any(code == 0 for code, _, _ in results), [err for _, _, err in results]
     assert (run / "summary.json").exists()
