@@ -138,7 +138,7 @@ def umask() -> Iterator[Callable[[int], int]]:
 
 
 @pytest.mark.xfail(strict=True, reason="issue 16: atomic writes leave mode 0600")
-@pytest.mark.parametrize("mask", [0o022, 0o027])
+@pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask 022", "umask 027"])
 def test_written_files_respect_the_umask(mask: int, umask, tiny_run, tmp_path: Path) -> None:
     run = copy_run(tiny_run.path, tmp_path / "run")
     umask(mask)
