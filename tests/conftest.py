@@ -247,3 +247,126 @@ def run_files() -> set[str]:
         "figures/training_curves.png",
         "report.html",
     }
+
+
+# ---- an unfinished run, and the command line as a user meets it ---------------------------------
+
+UNFINISHED = [
+    "--epochs=8",
+    "--train-subset=200",
+    "--test-subset=100",
+    "--batch-size=20",
+    "--seed=0",
+    "--device=cpu",
+    f"--data-dir={MNIST_DIR}",
+]
+
+
+@pytest.fixture(scope="session")
+def unfinished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dense-ae run SIGKILLed by the test just after its first checkpoint, as a user leaves one;
+    metrics.jsonl is cut to the epochs the checkpoint holds and temporary files are removed, so
+    the folder is exactly what `--resume` continues from. Tests must copy it, not modify it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors import safe_open
+
+    path = tmp_path_factory.mktemp("unfinished") / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aezoo", "train", "dense-ae", *UNFINISHED, "--out", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    checkpoint = path / "checkpoint" / "last.safetensors"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not checkpoint.exists():
+        assert time.monotonic() < deadline, "no checkpoint came"
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (path / "summary.json").exists(), "the run finished before the kill"
+    for tmp in path.rglob(".*.tmp"):
+        tmp.unlink()
+    with safe_open(checkpoint, "pt") as f:
+        epoch = int(f.metadata()["epoch"])
+    lines = (path / "metrics.jsonl").read_text().splitlines(keepends=True)[:epoch]
+    (path / "metrics.jsonl").write_text("".join(lines))
+    return path
+
+
+def cli(argv: list[Any]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `aezoo *argv` in this process; an exception the CLI lets
+    through is exit code 1 with its traceback on stderr, as `python -m aezoo` would show it."""
+    import contextlib
+    import io
+    import traceback
+
+    from aezoo.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line(result: tuple[int, str, str], *names: str) -> None:
+    """Exit code 2 and one line on stderr (no traceback) that names one of `names`."""
+    code, _, stderr = result
+    assert "Traceback" not in stderr, stderr
+    assert code == 2, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aezoo: error: "), stderr
+    assert not names or any(name in lines[0] for name in names), f"none of {names} in {lines[0]}"
+
+
+def assert_clean(result: tuple[int, str, str]) -> None:
+    """Done (exit code 0), or refused in one line (exit code 2); never a traceback."""
+    code, _, stderr = result
+    assert "Traceback" not in stderr, stderr
+    if code != 0:
+        assert_one_line(result)
+
+
+# Command-line options of a run that takes about a second: one epoch of 200 MNIST images.
+TINY_FLAGS = [
+    "--train-subset=200",
+    "--test-subset=100",
+    "--epochs=1",
+    "--device=cpu",
+    f"--data-dir={MNIST_DIR}",
+    "--quiet",
+]
+
+
+def tabular_npz(path: Path, test_width: int | None = None) -> Path:
+    """Breast-cancer rows as an .npz for `aezoo anomaly tabular` (1 = malignant, the anomaly);
+    with `test_width`, x_test/y_test of that many columns."""
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x, y = x.astype(np.float32), (y == 0).astype(np.int64)
+    arrays = {"x": x[:400], "y": y[:400]}
+    if test_width is not None:
+        arrays.update(x_test=x[400:, :test_width], y_test=y[400:])
+    np.savez(path, **arrays)
+    return path
+
+
+def copy_run(source: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, dest, symlinks=True)
+    return dest
