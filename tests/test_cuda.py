@@ -16,10 +16,9 @@ from conftest import TINY, without_timing
 from test_train import Crash, assert_same_run, crash_at_checkpoint
 
 import aezoo
-from aezoo.config import DataConfig, from_dict
+from aezoo.config import DataConfig, from_dict, split_options
 from aezoo.data.batches import Batches
 from aezoo.models import MODELS, count_parameters
-from aezoo.config import split_options
 from aezoo.runs import load_data, make_batches, make_spec, read_metrics
 
 # Two or three epochs on 1000 images: too few for a VAE's code to matter, which is not the point.
