@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from aezoo.data.raw import IMAGE_SUFFIXES, Raw, record_of
 from aezoo.errors import UsageError
@@ -77,8 +78,6 @@ COLOUR_MODES = {"RGB": "RGB", "RGBA": "RGBA", "P": None, "PA": "RGBA"}
 
 def _read_images(root: Path, files: list[Path], max_bytes: int) -> tuple[np.ndarray, bool]:
     """uint8 [N, H, W] (grey) or [N, H, W, 3] (colour); an opaque alpha channel is dropped."""
-    from PIL import Image, ImageOps, UnidentifiedImageError  # Pillow comes with matplotlib
-
     first: tuple[Path, tuple[int, int], str] | None = None
     out = np.empty(0, dtype=np.uint8)
     alpha = False

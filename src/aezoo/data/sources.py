@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pooch
 
 from aezoo.data.idx import parse_idx, read_bytes
 from aezoo.errors import UsageError
@@ -136,8 +137,6 @@ def locate(name: str, split: str, data_dir: str | os.PathLike | None = None) -> 
 
 
 def _download(source: Source, stems: tuple[str, str], looked: list[Path]) -> tuple[Path, Path]:
-    import pooch  # imported here: only a download needs it
-
     folder = cache_dir() / source.name
     paths = []
     for stem in stems:
