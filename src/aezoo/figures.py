@@ -72,6 +72,12 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
         "Decoded points on the straight line between the latent codes of two test {items}.",
     ),
     (
+        "interpolation-*.png",
+        "Interpolation",
+        "Decoded points on the straight line between the latent codes of test {items} I and J "
+        "(interpolation-I-J.png, from aezoo explore RUN --interpolate I J).",
+    ),
+    (
         "crossfade.png",
         "Code-space crossfade",
         "Pairs of test {items}: the second one's codes replace the first's one grid position at a "
@@ -134,7 +140,7 @@ VECTORS_NOTE = (
     " Vectors are drawn as heat-strips (one strip per vector, feature along x, value as colour), "
     "then the first few as line plots (the first entry solid, the others dashed)."
 )
-DRAWN_AS_DATA = ("reconstructions.png", "samples-*.png", "interpolation.png", "crossfade.png")
+DRAWN_AS_DATA = ("reconstructions.png", "samples-*.png", "interpolation*.png", "crossfade.png")
 DrawnAs = Literal["images", "vectors"]
 
 
