@@ -47,7 +47,7 @@ def list_flags(p: argparse.ArgumentParser) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     width = max(len(name) for name in MODELS)
-    print(f"{'model':<{width}}  {'params':>10}  summary (for 1×28×28 images; a run shows its own)")
+    print(f"{'model':<{width}}  {'params':>10}  summary")
     for name, preset in MODELS.items():
         print(f"{name:<{width}}  {count_parameters(build(name)):>10,}  {preset.describe()}")
     return 0
