@@ -103,6 +103,7 @@ def test_vectors_are_drawn_as_vectors(vector_run: Any) -> None:
     assert not any(isinstance(im, AxesImage) and im.get_array().shape[0] == 1 for im in strips)
     html = render_report(vector_run.path)
     assert "Test vectors (top panel)" in html and "heat-strips" in html
+    assert "nats per vector" in html and "per image" not in html and "pixel" not in html
     assert "per vector" in " ".join(curve_units(dataclasses.asdict(run.model.config)).values())
 
 

@@ -195,9 +195,23 @@ def _header(
     return "\n".join(parts)
 
 
-def _summary_section(summary: Mapping[str, Any]) -> str:
+def _for_vectors(text: str) -> str:
+    """A metric's meaning worded for vectors: per vector, over features."""
+    return (
+        text.replace("per image", "per vector")
+        .replace("over pixels", "over features")
+        .replace("per pixel", "per feature")
+    )
+
+
+def _summary_section(summary: Mapping[str, Any], model_config: Any = None) -> str:
+    vectors = drawn_as(model_config if isinstance(model_config, Mapping) else {}) == "vectors"
     metrics = [
-        (k, format_value(v), METRIC_HELP.get(k, ""))
+        (
+            k,
+            format_value(v),
+            _for_vectors(METRIC_HELP.get(k, "")) if vectors else METRIC_HELP.get(k, ""),
+        )
         for k, v in summary.items()
         if k not in ("model", "dataset", "epochs")
     ]
@@ -312,7 +326,7 @@ def render_report(run_dir: str | Path) -> str:
     records = read_metrics(run_dir)
     body = [
         _header(run_dir, config, summary, records),
-        _summary_section(summary),
+        _summary_section(summary, config.get("model_config")),
         _figures_section(run_dir, records, config.get("model_config")),
         _epochs_section(records),
         _config_section(config),
