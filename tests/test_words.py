@@ -24,7 +24,7 @@ from aezoo.figures import curve_units, figure_info, reconstruction_figure
 from aezoo.models import MODELS
 from aezoo.report import render_report
 from aezoo.runs import load, load_data, make_batches, read_metrics
-from aezoo.viz import training_curves
+from aezoo.viz import image_rows, training_curves
 
 
 def patches(image: np.ndarray) -> np.ndarray:
@@ -127,3 +127,15 @@ def test_interpolate_refuses_an_index_outside_the_test_set(vector_run: Any) -> N
     result = cli(["explore", vector_run.path, "--interpolate", 0, 10_000])
     assert_one_line(result, "10000")
     assert sorted(p.name for p in (Path(vector_run.path) / "figures").iterdir()) == before
+
+
+def test_vector_samples_are_one_strip_and_images_stay_images() -> None:
+    bunch = load_breast_cancer()
+    _, test, _ = load_splits(bunch.data, scale="minmax-columns", seed=0)
+    rows = test.images[:40].float().div(255)  # (40, 1, 1, 30), as samplers return them
+    fig = image_rows(list(rows.split(10)), title="samples")
+    assert [im.get_array().shape for ax in fig.axes for im in ax.images] == [(40, 30)]
+    china = patches(load_sample_images().images[0])[:4]
+    pixels = torch.from_numpy(china).permute(0, 3, 1, 2).float().div(255)  # (4, 3, 32, 32)
+    fig = image_rows([pixels])
+    assert [im.get_array().shape for ax in fig.axes for im in ax.images] == [(32, 32, 3)] * 4
