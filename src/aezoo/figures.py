@@ -159,9 +159,8 @@ def curve_units(model_config: Mapping[str, Any]) -> dict[str, str]:
     recon = f"nats per {item}" if nats else f"squared error per {item}"
     return {
         "recon": recon,
-        "loss": recon
-        if nats or "codebook_size" not in model_config
-        else f"sum of terms per {item}",
+        # a VQ-VAE's loss adds squared distances (codebook, commitment) to its reconstruction
+        "loss": f"sum of terms per {item}" if "codebook_size" in model_config else recon,
         "kl": f"nats per {item}",
         "elbo": f"nats per {item}",
         "bce": f"nats per {item}",
