@@ -75,14 +75,14 @@ def vector_rows(
     lines: int = 3,
 ) -> Figure:
     """Vectors as vectors: one heat-strip panel per entry of `rows` (each N vectors: one strip per
-    vector, feature along x, value 0..1 as colour), then the first `lines` vectors of every entry
-    as line plots over the feature index, so original and reconstruction can be compared. Entries
+    vector, feature along x, value 0..1 as colour), then, for two or three entries (original,
+    reconstruction), the first `lines` vectors of each as line plots over the feature index. Entries
     without labels (samples split into groups) are joined into one panel."""
     arrays = [np.clip(_numpy(r).reshape(len(r), -1), 0.0, 1.0) for r in rows]
     if not labels and len({a.shape[1] for a in arrays}) == 1:
         arrays = [np.concatenate(arrays)]
-    n_lines = min(lines, min(len(a) for a in arrays)) if len(arrays) > 1 else 0
-    heights = [max(1.0, 0.16 * len(a) + 0.5) for a in arrays] + [1.6] * n_lines
+    n_lines = min(lines, *(len(a) for a in arrays)) if 1 < len(arrays) <= 3 else 0
+    heights = [min(6.0, max(1.0, 0.16 * len(a) + 0.5)) for a in arrays] + [1.6] * n_lines
     fig = Figure(figsize=(9.0, sum(heights) + 0.6), layout="constrained")
     axes = fig.subplots(len(heights), 1, squeeze=False, height_ratios=heights)[:, 0]
     for k, (ax, a) in enumerate(zip(axes, arrays, strict=False)):
@@ -93,7 +93,8 @@ def vector_rows(
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xticks([])
     axes[len(arrays) - 1].set_xlabel("feature")
-    fig.colorbar(shown, ax=list(axes[: len(arrays)]), shrink=0.8, label="value")
+    shrink = min(0.8, 4.0 / sum(heights[: len(arrays)]))  # about 4 inches at most
+    fig.colorbar(shown, ax=list(axes[: len(arrays)]), shrink=shrink, label="value")
     for i, ax in enumerate(axes[len(arrays) :]):
         for k, a in enumerate(arrays):
             name = labels[k] if k < len(labels) else f"row {k}"
