@@ -139,3 +139,12 @@ def test_vector_samples_are_one_strip_and_images_stay_images() -> None:
     pixels = torch.from_numpy(china).permute(0, 3, 1, 2).float().div(255)  # (4, 3, 32, 32)
     fig = image_rows([pixels])
     assert [im.get_array().shape for ax in fig.axes for im in ax.images] == [(32, 32, 3)] * 4
+
+
+def test_sampling_a_vector_run_draws_vectors(vector_run: Any) -> None:
+    code, out, err = cli(["sample", vector_run.path, "--n", 20])
+    assert (code, err) == (0, ""), err
+    figure = Path(vector_run.path) / "figures" / "samples-prior.png"
+    assert out.splitlines()[0] == str(figure)
+    html = (Path(vector_run.path) / "report.html").read_text()
+    assert "Samples from the prior" in html and "heat-strips" in html
