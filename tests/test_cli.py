@@ -136,7 +136,7 @@ def test_list(capsys: pytest.CaptureFixture) -> None:
     assert (code, err) == (0, "")
     for name, preset in MODELS.items():
         line = next(line for line in out.splitlines() if line.split()[0] == name)
-        assert f" {count_parameters(build(name)):,} " in line and preset.summary in line
+        assert f" {count_parameters(build(name)):,} " in line and preset.describe() in line
 
 
 def test_eval_matches_summary(

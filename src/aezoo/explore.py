@@ -25,7 +25,7 @@ from aezoo.models.blocks import sample_labels
 from aezoo.models.protocols import DiscreteLatent
 from aezoo.prior import write_code_samples
 from aezoo.runs import load, load_data, make_batches
-from aezoo.viz import image_rows, latent_scatter, save_figure
+from aezoo.viz import are_vectors, image_rows, latent_scatter, save_figure
 
 Sampler = Literal["prior", "gmm"]
 SAMPLERS = ("prior", "gmm")
@@ -239,6 +239,37 @@ def sample_run(
     return _draw_samples(run, train_batches, shape, n, sampler, label, seed)
 
 
+def _interpolation_figure(run: Any, test_batches: Any, i: int, j: int, path: Path) -> Path:
+    """Decoded points between the latent codes of test items i and j (10 steps), into `path`."""
+    x = test_batches.images[[i, j]].float().div(255)  # (2, C, H, W)
+    labels = test_batches.labels
+    y = (None, None) if labels is None else (int(labels[i]), int(labels[j]))
+    steps = interpolate(run.model, x[0], x[1], 10, *y)
+    items = "vectors" if are_vectors([x]) else "images"
+    title = f"{run.spec.model}: interpolation, test {items} {i} → {j}"
+    save_figure(image_rows([steps], ["α = 0 → 1"], title=title), path)
+    return path
+
+
+def interpolate_run(run_dir: str | Path, i: int, j: int, device: str = "cpu") -> list[Path]:
+    """figures/interpolation-I-J.png: decoded points on the line between the latent codes of the
+    test set's rows (or images) i and j, for any model with encode/decode."""
+    run, _, test_batches = _open(run_dir, device)
+    n = len(test_batches.images)
+    for which, k in (("I", i), ("J", j)):
+        if not 0 <= k < n:
+            raise UsageError(f"interpolate: {which} = {k} is not a test index (0..{n - 1})")
+    return [
+        _interpolation_figure(
+            run, test_batches, i, j, _figures(run_dir) / f"interpolation-{i}-{j}.png"
+        )
+    ]
+
+
+def _figures(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "figures"
+
+
 def explore_run(
     run_dir: str | Path,
     sampler: Sampler = "prior",
@@ -254,13 +285,8 @@ def explore_run(
     paths = _draw_samples(run, train_batches, shape, 100, sampler, None, seed)
     codes, labels = latents(model, test_batches)
     i, j = first_of_labels(labels, (4, 9))
-    pixels = test_batches.images[[i, j]].float().div(255)  # (2, C, H, W)
     y = (None, None) if labels is None else (int(labels[i]), int(labels[j]))
-    steps = interpolate(model, pixels[0], pixels[1], 10, *y)
-    paths.append(out / "interpolation.png")
-    save_figure(
-        image_rows([steps], title=f"{name}: interpolation, test images {i} → {j}"), paths[-1]
-    )
+    paths.append(_interpolation_figure(run, test_batches, i, j, out / "interpolation.png"))
     if len(shape) == 1:  # traversals and maps need flat latents
         rank = np.asarray(run.summary.get("test_kl_per_dim", codes.var(0)))  # KL, else Var(μ)
         dims = [int(d) for d in np.argsort(-rank, kind="stable")[:10]]

@@ -5,10 +5,11 @@ each figure any command writes."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from matplotlib.figure import Figure
@@ -26,12 +27,13 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
         "training_curves.png",
         "Training curves",
         "Each loss term per epoch: train (solid, mean over the epoch's batches) and test (dashed, "
-        "after the epoch), then the test reconstruction error as MSE per pixel and BCE per image.",
+        "after the epoch), then the test reconstruction error as MSE per {value} and BCE per "
+        "{item}.",
     ),
     (
         "reconstructions.png",
         "Reconstructions",
-        "Test images (top row) and their reconstructions decode(encode(x)); a denoising run shows "
+        "Test {items} ({first}) and their reconstructions decode(encode(x)); a denoising run shows "
         "the corrupted input the encoder saw between them.",
     ),
     (
@@ -61,18 +63,24 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     (
         "samples-by-label-*.png",
         "Samples by label",
-        "One row per class label: the conditional model's samples for each digit.",
+        "One row per class label: the conditional model's samples for each class.",
     ),
     ("samples-*.png", "Samples", "Decoded samples."),
     (
         "interpolation.png",
         "Interpolation",
-        "Decoded points on the straight line between the latent codes of two test images.",
+        "Decoded points on the straight line between the latent codes of two test {items}.",
+    ),
+    (
+        "interpolation-*.png",
+        "Interpolation",
+        "Decoded points on the straight line between the latent codes of test {items} I and J "
+        "(interpolation-I-J.png, from aezoo explore RUN --interpolate I J).",
     ),
     (
         "crossfade.png",
         "Code-space crossfade",
-        "Pairs of test images: the second image's codes replace the first's one grid position at a "
+        "Pairs of test {items}: the second one's codes replace the first's one grid position at a "
         "time, in raster order.",
     ),
     (
@@ -84,18 +92,18 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     (
         "traversal-image.png",
         "Latent traversal from a test image",
-        "As above, starting from a test image's latent code instead of the origin.",
+        "As above, starting from a test {item}'s latent code instead of the origin.",
     ),
     ("traversal-*.png", "Latent traversal", "Each row varies one latent dimension."),
     (
         "latent-2d.png",
         "Latent space",
-        "The test images' latent means, coloured by label (2-D latent).",
+        "The test {items}' latent means, coloured by label (2-D latent).",
     ),
     (
         "manifold.png",
         "Learned manifold",
-        "Decoded images on a regular grid over [−3, 3]² of the 2-D latent space.",
+        "Decoded {items} on a regular grid over [−3, 3]² of the 2-D latent space.",
     ),
     (
         "tsne.png",
@@ -117,15 +125,49 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     (
         "scores_*.png",
         "Score histogram",
-        "Distribution of the anomaly score for normal and anomalous test images, with the "
+        "Distribution of the anomaly score for normal and anomalous test {items}, with the "
         "detector's threshold.",
     ),
     (
         "*hist*.png",
         "Score histograms",
-        "Distribution of the anomaly score for normal and anomalous test images.",
+        "Distribution of the anomaly score for normal and anomalous test {items}.",
     ),
 )
+
+# How vectors are drawn (aezoo.viz.vector_rows), said once after the caption of a figure of them.
+VECTORS_NOTE = (
+    " Vectors are drawn as heat-strips (one strip per vector, feature along x, value as colour), "
+    "then the first few as line plots (the first entry solid, the others dashed)."
+)
+DRAWN_AS_DATA = ("reconstructions.png", "samples-*.png", "interpolation*.png", "crossfade.png")
+DrawnAs = Literal["images", "vectors"]
+
+
+def drawn_as(model_config: Mapping[str, Any]) -> DrawnAs:
+    """How a model's inputs are drawn: "vectors" when they are [1, 1, D] (how data sets store
+    vectors; a 1×D image would only be a hairline), else "images"."""
+    shape = tuple(model_config.get("image_shape") or (1, 28, 28))
+    return "vectors" if shape[:2] == (1, 1) and shape[-1] > 1 else "images"
+
+
+def curve_units(model_config: Mapping[str, Any]) -> dict[str, str]:
+    """Axis labels of the training curves: nats only for log-likelihood terms (a VAE's terms, or
+    an AE/VQ-VAE trained with loss bce), squared error for an MSE loss."""
+    item = "vector" if drawn_as(model_config) == "vectors" else "image"
+    nats = model_config.get("likelihood") is not None or model_config.get("loss") == "bce"
+    recon = f"nats per {item}" if nats else f"squared error per {item}"
+    return {
+        "recon": recon,
+        # a VQ-VAE's loss adds squared distances (codebook, commitment) to its reconstruction
+        "loss": f"sum of terms per {item}" if "codebook_size" in model_config else recon,
+        "kl": f"nats per {item}",
+        "elbo": f"nats per {item}",
+        "bce": f"nats per {item}",
+        "mse": "per feature" if item == "vector" else "per pixel",
+        "codebook": f"squared distance per {item}",
+        "commitment": f"squared distance per {item}",
+    }
 
 
 @torch.inference_mode()
@@ -150,7 +192,8 @@ def write_run_figures(
     out = Path(run_dir) / FIGURES_DIR
     paths = [out / "reconstructions.png", out / "training_curves.png"]
     save_figure(reconstruction_figure(model, test_batches), paths[0])
-    save_figure(training_curves(records), paths[1])
+    units = curve_units(dataclasses.asdict(model.config))
+    save_figure(training_curves(records, units=units), paths[1])
     if isinstance(model, DiscreteLatent):  # usage histogram and code-space crossfade
         paths += write_code_figures(run_dir, model, test_batches)
     return paths
@@ -182,20 +225,30 @@ def write_code_figures(
     return paths
 
 
-def figure_info(relative: str) -> tuple[int, str, str]:
-    """(order, title, caption) of a figure from its path under figures/; unknown figures go last,
-    titled after their file name. The title names the subfolder and what a trailing * matched
-    (samples-by-label-gmm.png → "Samples by label (gmm)")."""
+def figure_info(relative: str, kind: DrawnAs = "images") -> tuple[int, str, str]:
+    """(order, title, caption) of a figure from its path under figures/, its caption worded for
+    `kind`; unknown figures go last, titled after their file name. The title names the subfolder
+    and what a trailing * matched (samples-by-label-gmm.png → "Samples by label (gmm)")."""
     name, folder = Path(relative).name, Path(relative).parent.as_posix()
-    for order, (pattern, title, caption) in enumerate(FIGURES):
+    vectors = kind == "vectors"
+    words = {
+        "item": "vector" if vectors else "image",
+        "items": "vectors" if vectors else "images",
+        "value": "feature" if vectors else "pixel",
+        "first": "top panel" if vectors else "top row",
+    }
+    for order, (pattern, title, template) in enumerate(FIGURES):
         if fnmatch.fnmatch(name, pattern):
+            caption = template.format(**words)
+            if vectors and any(fnmatch.fnmatch(name, p) for p in DRAWN_AS_DATA):
+                caption += VECTORS_NOTE
             prefix = pattern.removesuffix("*.png")  # "samples-*.png" → "samples-"
             trailing = pattern.endswith("*.png") and "*" not in prefix
             tail = name[len(prefix) : -len(".png")] if trailing else ""
             notes = [n for n in (folder if folder != "." else "", tail) if n]
             return order, title + (f" ({', '.join(notes)})" if notes else ""), caption
-    words = Path(relative).with_suffix("").as_posix().replace("-", " ").replace("_", " ")
-    return len(FIGURES), words.capitalize(), ""
+    plain = Path(relative).with_suffix("").as_posix().replace("-", " ").replace("_", " ")
+    return len(FIGURES), plain.capitalize(), ""
 
 
 def find_figures(run_dir: Path) -> list[Path]:

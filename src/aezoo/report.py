@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from aezoo import runs as ckpt
-from aezoo.config import load_json
+from aezoo.config import from_dict, load_json
 from aezoo.errors import UsageError
-from aezoo.figures import FIGURES_DIR, figure_info, find_figures
+from aezoo.figures import FIGURES_DIR, curve_units, drawn_as, figure_info, find_figures
 from aezoo.io import atomic_write
 from aezoo.models import MODELS
 from aezoo.runs import read_metrics
@@ -131,15 +131,26 @@ def _figure_html(title: str, caption: str, png: bytes, where: str) -> str:
     )
 
 
-def _curves_png(records: Sequence[Mapping[str, Any]]) -> bytes:
+def _curves_png(records: Sequence[Mapping[str, Any]], model_config: Mapping[str, Any]) -> bytes:
     """Training curves drawn from metrics.jsonl, for a run whose figure is not (yet) written."""
     buf = io.BytesIO()
-    training_curves(list(records)).savefig(buf, format="png", dpi=110)
+    units = curve_units(model_config)
+    training_curves(list(records), units=units).savefig(buf, format="png", dpi=110)
     return buf.getvalue()
 
 
 def _when(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+
+
+def _about(model: str, model_config: Any) -> str:
+    """The model's summary with the shapes of the run's own config (empty if it cannot tell)."""
+    if model not in MODELS or not isinstance(model_config, Mapping):
+        return ""
+    try:
+        return MODELS[model].describe(from_dict(MODELS[model].config, model_config))
+    except UsageError:  # a config.json this version cannot read: no summary rather than a wrong one
+        return ""
 
 
 def _header(
@@ -149,7 +160,7 @@ def _header(
     records: Sequence[Mapping[str, Any]],
 ) -> str:
     model, data = str(config.get("model", "?")), config.get("data") or {}
-    about = MODELS[model].summary if model in MODELS else ""
+    about = _about(model, config.get("model_config"))
     finished = f" · finished {_when(run_dir / ckpt.SUMMARY)}" if summary else ""
     parts = [
         f"<h1>{_esc(model)} on {_esc(data.get('dataset', '?'))}</h1>",
@@ -184,9 +195,23 @@ def _header(
     return "\n".join(parts)
 
 
-def _summary_section(summary: Mapping[str, Any]) -> str:
+def _for_vectors(text: str) -> str:
+    """A metric's meaning worded for vectors: per vector, over features."""
+    return (
+        text.replace("per image", "per vector")
+        .replace("over pixels", "over features")
+        .replace("per pixel", "per feature")
+    )
+
+
+def _summary_section(summary: Mapping[str, Any], model_config: Any = None) -> str:
+    vectors = drawn_as(model_config if isinstance(model_config, Mapping) else {}) == "vectors"
     metrics = [
-        (k, format_value(v), METRIC_HELP.get(k, ""))
+        (
+            k,
+            format_value(v),
+            _for_vectors(METRIC_HELP.get(k, "")) if vectors else METRIC_HELP.get(k, ""),
+        )
         for k, v in summary.items()
         if k not in ("model", "dataset", "epochs")
     ]
@@ -197,19 +222,22 @@ def _summary_section(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _figures_section(run_dir: Path, records: Sequence[Mapping[str, Any]]) -> str:
-    """Every PNG under figures/, in FIGURES order; training curves from the metrics if the run
-    has no figure of them."""
+def _figures_section(
+    run_dir: Path, records: Sequence[Mapping[str, Any]], model_config: Any = None
+) -> str:
+    """Every PNG under figures/, in FIGURES order, captioned for the run's data; training curves
+    from the metrics if the run has no figure of them."""
     root, figures = run_dir / FIGURES_DIR, find_figures(run_dir)
+    model_config = model_config if isinstance(model_config, Mapping) else {}
+    kind = drawn_as(model_config)
     parts = ["<h2>Figures</h2>"]
     if records and not any(p.name == "training_curves.png" for p in figures):
-        _, title, caption = figure_info("training_curves.png")
-        parts.append(
-            _figure_html(title, caption, _curves_png(records), f"(drawn from {ckpt.METRICS})")
-        )
+        _, title, caption = figure_info("training_curves.png", kind)
+        png = _curves_png(records, model_config)
+        parts.append(_figure_html(title, caption, png, f"(drawn from {ckpt.METRICS})"))
     for path in figures:
         relative = path.relative_to(root).as_posix()
-        _, title, caption = figure_info(relative)
+        _, title, caption = figure_info(relative, kind)
         parts.append(_figure_html(title, caption, path.read_bytes(), f"{FIGURES_DIR}/{relative}"))
     if len(parts) == 1:
         parts.append("<p>No figures yet.</p>")
@@ -298,8 +326,8 @@ def render_report(run_dir: str | Path) -> str:
     records = read_metrics(run_dir)
     body = [
         _header(run_dir, config, summary, records),
-        _summary_section(summary),
-        _figures_section(run_dir, records),
+        _summary_section(summary, config.get("model_config")),
+        _figures_section(run_dir, records, config.get("model_config")),
         _epochs_section(records),
         _config_section(config),
     ]

@@ -26,13 +26,25 @@ def as_images(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(a, 0.0, 1.0)
 
 
+def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, float)
+
+
+def are_vectors(rows: Sequence[torch.Tensor | np.ndarray]) -> bool:
+    """Rows of vectors stored as data sets store them, [N, 1, 1, D] (D > 1): not 1×D images."""
+    return all(r.ndim == 4 and tuple(r.shape[1:3]) == (1, 1) and r.shape[3] > 1 for r in rows)
+
+
 def image_rows(
     rows: Sequence[torch.Tensor | np.ndarray],
     labels: Sequence[str] = (),
     title: str | None = None,
     cell: float = 0.9,
 ) -> Figure:
-    """A grid with one row per entry of `rows` (each N images), labelled on the left."""
+    """A grid with one row per entry of `rows` (each N images), labelled on the left; vectors
+    [N, 1, 1, D] are drawn as vectors instead (`vector_rows`)."""
+    if rows and are_vectors(rows):
+        return vector_rows(rows, labels, title)
     rows = [as_images(r) for r in rows]
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig = Figure(
@@ -56,9 +68,56 @@ def image_rows(
     return fig
 
 
-def training_curves(records: Sequence[dict[str, Any]], columns: int = 3) -> Figure:
+def vector_rows(
+    rows: Sequence[torch.Tensor | np.ndarray],
+    labels: Sequence[str] = (),
+    title: str | None = None,
+    lines: int = 3,
+) -> Figure:
+    """Vectors as vectors: one heat-strip panel per entry of `rows` (each N vectors: one strip per
+    vector, feature along x, value 0..1 as colour), then, for two or three entries (original,
+    reconstruction), the first `lines` vectors of each as line plots over the feature index. Entries
+    without labels (samples split into groups) are joined into one panel."""
+    arrays = [np.clip(_numpy(r).reshape(len(r), -1), 0.0, 1.0) for r in rows]
+    if not labels and len({a.shape[1] for a in arrays}) == 1:
+        arrays = [np.concatenate(arrays)]
+    n_lines = min(lines, *(len(a) for a in arrays)) if 1 < len(arrays) <= 3 else 0
+    heights = [min(6.0, max(1.0, 0.16 * len(a) + 0.5)) for a in arrays] + [1.6] * n_lines
+    fig = Figure(figsize=(9.0, sum(heights) + 0.6), layout="constrained")
+    axes = fig.subplots(len(heights), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for k, (ax, a) in enumerate(zip(axes, arrays, strict=False)):
+        shown = ax.imshow(
+            a, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest"
+        )
+        ax.set_ylabel(labels[k] if k < len(labels) else "vector", fontsize=9)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xticks([])
+    axes[len(arrays) - 1].set_xlabel("feature")
+    shrink = min(0.8, 4.0 / sum(heights[: len(arrays)]))  # about 4 inches at most
+    fig.colorbar(shown, ax=list(axes[: len(arrays)]), shrink=shrink, label="value")
+    for i, ax in enumerate(axes[len(arrays) :]):
+        for k, a in enumerate(arrays):
+            name = labels[k] if k < len(labels) else f"row {k}"
+            ax.plot(a[i], "-" if k == 0 else "--", lw=0.8, label=name, color=f"C{k}")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel(f"vector {i}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper right", frameon=False, ncol=len(arrays))
+    if n_lines:
+        axes[-1].set_xlabel("feature index")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def training_curves(
+    records: Sequence[dict[str, Any]],
+    columns: int = 3,
+    units: dict[str, str] | None = None,
+) -> Figure:
     """One panel per loss term (train and test against epoch), then the test MSE and BCE; up to
-    `columns` panels to a row, so the text stays legible however many terms a model has."""
+    `columns` panels to a row, so the text stays legible however many terms a model has. `units`:
+    each term's axis label (default: a Bernoulli likelihood on images, see
+    aezoo.figures.curve_units)."""
     first = records[0] if records else {}
     terms = [k[len("train_") :] for k in first if k.startswith("train_")]
     terms += [t for t in ("mse", "bce") if f"test_{t}" in first and t not in terms]
@@ -67,13 +126,8 @@ def training_curves(records: Sequence[dict[str, Any]], columns: int = 3) -> Figu
     fig = Figure(figsize=(4.0 * n_cols, 3.0 * n_rows), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     epochs = [r["epoch"] for r in records]
-    units = {
-        "recon": "nats per image",
-        "kl": "nats per image",
-        "elbo": "nats per image",
-        "loss": "nats per image",
-        "bce": "nats per image",
-        "mse": "per pixel",
+    units = units or {t: "nats per image" for t in ("recon", "kl", "elbo", "loss", "bce")} | {
+        "mse": "per pixel"
     }
     for ax in axes[len(terms) :]:
         ax.set_axis_off()

@@ -18,7 +18,7 @@ from aezoo.cli.flags import (
 )
 from aezoo.config import TrainConfig
 from aezoo.device import resolve_device
-from aezoo.explore import SAMPLERS, explore_run, sample_run
+from aezoo.explore import SAMPLERS, explore_run, interpolate_run, sample_run
 from aezoo.io import atomic_write
 from aezoo.metrics import evaluate, iwae_nll
 from aezoo.models import MODELS, build, count_parameters
@@ -49,7 +49,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     width = max(len(name) for name in MODELS)
     print(f"{'model':<{width}}  {'params':>10}  summary")
     for name, preset in MODELS.items():
-        print(f"{name:<{width}}  {count_parameters(build(name)):>10,}  {preset.summary}")
+        print(f"{name:<{width}}  {count_parameters(build(name)):>10,}  {preset.describe()}")
     return 0
 
 
@@ -180,10 +180,22 @@ def explore_flags(p: argparse.ArgumentParser) -> None:
         default=5000,
         help="t-SNE on a seeded subset of this many test latents (0 skips it)",
     )
+    p.add_argument(
+        "--interpolate",
+        nargs=2,
+        type=int,
+        metavar=("I", "J"),
+        help="only interpolate between test rows (or images) I and J "
+        "(figures/interpolation-I-J.png)",
+    )
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    for path in explore_run(args.run_dir, args.sampler, args.tsne_points, args.seed, args.device):
+    if args.interpolate:
+        paths = interpolate_run(args.run_dir, *args.interpolate, device=args.device)
+    else:
+        paths = explore_run(args.run_dir, args.sampler, args.tsne_points, args.seed, args.device)
+    for path in paths:
         print(path)
     _refresh_report(args.run_dir)
     return 0

@@ -29,6 +29,7 @@ from aezoo.models.protocols import (
 from aezoo.models.terms import Terms
 from aezoo.models.vae import VAE, VAEConfig
 from aezoo.models.vqvae import VQVAE, VQVAEConfig
+from aezoo.models.words import shape_words
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Preset:
 
     model: type[nn.Module]
     config: type
-    summary: str
+    summary: str  # a template: its {words} come from the config (aezoo.models.words)
     options: Mapping[str, Any] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig defaults for it
 
@@ -52,19 +53,23 @@ class Preset:
             )
         return from_dict(self.config, {**self.options, **overrides})
 
+    def describe(self, config: Any = None) -> str:
+        """The summary with the shapes of `config` (default: the preset's, for 1×28×28 images)."""
+        return self.summary.format(**shape_words(config or self.make_config()))
+
 
 MODELS: dict[str, Preset] = {
     "dense-ae": Preset(
         AE,
         AEConfig,
-        "MLP autoencoder 784-256-128-32 (the classic vanilla AE)",
+        "MLP autoencoder {dense} (the classic vanilla AE)",
         {"arch": "dense", "latent_dim": 32},
         training={"lr": 5e-3},
     ),
     "conv-ae": Preset(
         AE,
         AEConfig,
-        "strided-conv encoder 28→14→7→4 + BatchNorm, 128-d linear "
+        "strided-conv encoder {conv} + BatchNorm, {latent_dim}-d linear "
         "bottleneck, transposed-conv decoder",
         {"arch": "conv", "latent_dim": 128},
         training={"lr": 2e-3, "lr_schedule": "warmdown", "warmdown": 0.2},
@@ -72,46 +77,48 @@ MODELS: dict[str, Preset] = {
     "upsample-ae": Preset(
         AE,
         AEConfig,
-        "conv-ae's encoder; decoder of bilinear upsampling + convolutions, 16-channel head",
+        "conv-ae's encoder ({conv}); decoder of bilinear upsampling + convolutions, "
+        "{head}-channel head",
         {"arch": "upsample", "latent_dim": 128, "head": 16},
         training={"lr": 2e-3, "lr_schedule": "warmdown"},
     ),
     "dense-vae": Preset(
         VAE,
         VAEConfig,
-        "VAE, MLP 784-400-400, μ and log σ² heads, latent 20, Bernoulli likelihood",
+        "VAE, MLP {trunk}, μ and log σ² heads, latent {latent_dim}, {likelihood} likelihood",
         {"arch": "dense", "latent_dim": 20},
     ),
     "conv-vae": Preset(
         VAE,
         VAEConfig,
-        "VAE, strided convs 28→14→7, linear heads, latent 20, transposed-conv decoder",
+        "VAE, strided convs {conv}, linear heads, latent {latent_dim}, transposed-conv decoder",
         {"arch": "conv", "latent_dim": 20},
     ),
     "cvae": Preset(
         VAE,
         VAEConfig,
-        "conditional dense-vae: one-hot label joins encoder and decoder inputs",
+        "conditional dense-vae (MLP {trunk}): one-hot label joins encoder and decoder inputs",
         {"arch": "dense", "latent_dim": 20, "num_classes": 10},
     ),
     "conv-cvae": Preset(
         VAE,
         VAEConfig,
-        "conditional conv-vae: one-hot label joins the heads' and the decoder's inputs",
+        "conditional conv-vae (convs {conv}): one-hot label joins the heads' and the decoder's "
+        "inputs",
         {"arch": "conv", "latent_dim": 20, "num_classes": 10},
     ),
     "conv-vqvae": Preset(
         VQVAE,
         VQVAEConfig,
-        "VQ-VAE, stride-2 convs to a 7×7 grid of 64-d "
-        "vectors, 512 codes (EMA, restarts, k-means init), transposed convs",
+        "VQ-VAE, stride-2 convs {conv}, a grid of {grid} {embedding_dim}-d "
+        "vectors, {codebook_size} codes (EMA, restarts, k-means init), transposed convs",
         {"arch": "conv"},
         training={"lr": 2e-3},
     ),
     "dense-vqvae": Preset(
         VQVAE,
         VQVAEConfig,
-        "VQ-VAE with one code per image: MLP 784-256-128-64, 512 codes, MLP decoder",
+        "VQ-VAE with one code per input: MLP {dense}, {codebook_size} codes, MLP decoder",
         {"arch": "dense"},
         training={"lr": 2e-3},
     ),

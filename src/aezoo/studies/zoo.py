@@ -1,5 +1,5 @@
 """The zoo: train the family on one data set and compare the runs (zoo.json, zoo.md, zoo.html and
-one figure of the same test digits reconstructed by every model); `list_runs`: a folder's runs.
+one figure of the same test images reconstructed by every model); `list_runs`: a folder's runs.
 
 Every number in a table is read from a run's summary.json and config.json; nothing is typed here.
 """
@@ -242,7 +242,7 @@ def zoo(
         image_rows(
             [x, *recons],
             ["original", *models],
-            title="the same test digits, reconstructed by each model",
+            title=f"the same test {test.kind}, reconstructed by each model",
         ),
         path / FIGURE,
     )
@@ -285,8 +285,9 @@ def _html_page(path: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]])
         + "</ul>",
         "<h2>Reconstructions</h2>",
         f'<figure><img src="{data_uri((path / FIGURE).read_bytes())}" alt="reconstructions">'
-        "<figcaption>One test image of each digit (top row) and its reconstruction "
-        "decode(encode(x)) by every model; the model names link to each run's report."
+        "<figcaption>One test item of each class (the first ten without labels; top row) and its "
+        "reconstruction decode(encode(x)) by every model; the model names link to each run's "
+        "report."
         "</figcaption></figure>",
     ]
     return page(f"aezoo zoo · {meta['dataset']}", "\n".join(body))
