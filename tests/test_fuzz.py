@@ -63,7 +63,7 @@ FIXED = {
 # (threads) or a minutes-long one-off (compile). Their invalid values are fuzzed below.
 HELD = {"precision", "threads", "compile"}
 # Ends that keep an example to a fraction of a second (the configs allow more).
-LOWS: dict[str, float] = {"batch_size": 8, "lr": 1e-5, "sigma": 0.05}
+LOWS: dict[str, float] = {"batch_size": 8, "lr": 1e-5, "sigma": 0.05, "test_fraction": 0.05}
 HIGHS: dict[str, float] = {
     "batch_size": 64,
     "lr": 1e-2,

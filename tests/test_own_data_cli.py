@@ -1,7 +1,7 @@
 """Your own data through every entry point (issue 14): `aezoo train/eval/encode/decode/zoo` and
-`aezoo.train` on real shipped data — scikit-learn's 8×8 digits (values 0..16: --scale max:16),
-patches of its two sample photos (channels-last), and a CSV table and a PNG folder written here.
-One epoch on small parts, so each test takes seconds."""
+`aezoo.train` on real shipped data — scikit-learn's 8×8 digits (as uint8 pixels in a .npy, or
+values 0..16 with --scale max:16), patches of its sample photos (channels-last), and a CSV table
+and a PNG folder written here. One epoch on small parts, so each test takes seconds."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def digits_npy(tmp_path_factory: pytest.TempPathFactory, digits: tuple) -> Path:
+    """The digits as uint8 pixels (0..16 → 0..255) in a .npy, which has no test part."""
     path = tmp_path_factory.mktemp("npy") / "digits.npy"
-    np.save(path, digits[0])
+    np.save(path, (digits[0] * 255 / 16).round().astype(np.uint8))
     return path
 
 
@@ -56,23 +57,12 @@ def digits_npy(tmp_path_factory: pytest.TempPathFactory, digits: tuple) -> Path:
 def npy_run(tmp_path_factory: pytest.TempPathFactory, digits_npy: Path) -> Path:
     """A dense-vae trained one epoch on digits.npy, which has no test part."""
     out = tmp_path_factory.mktemp("runs") / "vae"
-    assert (
-        main(
-            [
-                "train",
-                "dense-vae",
-                "--dataset",
-                str(digits_npy),
-                "--scale",
-                "max:16",
-                "--out",
-                str(out),
-                *QUICK,
-            ]
-        )
-        == 0
-    )
+    train_cli("dense-vae", "--dataset", digits_npy, "--out", out)
     return out
+
+
+def train_cli(*args: str | Path) -> None:
+    assert main([str(a) for a in ("train", *args, *QUICK)]) == 0
 
 
 def summary_of(run: Path) -> dict:
@@ -134,10 +124,10 @@ def test_tensor_dataset_with_a_test_pair(digits: tuple, tmp_path: Path) -> None:
     assert run.spec.data.test_dataset == "array"
 
 
-def test_npy_test_split_is_not_the_training_data(npy_run: Path, digits: tuple) -> None:
+def test_npy_test_split_is_not_the_training_data(npy_run: Path, digits_npy: Path) -> None:
     split = summary_of(npy_run)["data"]["split"]
     assert split["made"] and split["train"] == 1617 and split["test"] == 180
-    train, test, _ = aezoo.load_splits(digits[0], scale="max:16")
+    train, test, _ = aezoo.load_splits(digits_npy)
     train_rows = {bytes(r) for r in train.images.reshape(len(train), -1).numpy()}
     test_rows = [bytes(r) for r in test.images.reshape(len(test), -1).numpy()]
     # load_digits has a few duplicate images; the split itself never puts a row in both parts
@@ -256,22 +246,7 @@ def test_moved_data_names_dataset_and_new_data_evaluates(
     data = tmp_path / "digits.npy"
     shutil.copy(digits_npy, data)
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "dense-ae",
-                "--dataset",
-                str(data),
-                "--scale",
-                "max:16",
-                "--out",
-                str(run),
-                *QUICK,
-            ]
-        )
-        == 0
-    )
+    train_cli("dense-ae", "--dataset", data, "--out", run)
     moved = tmp_path / "moved.npy"
     os.replace(data, moved)
     assert_one_line(*run_main(capsys, "eval", run)[::2], "--dataset")
@@ -291,24 +266,7 @@ def test_encode_decode_round_trip(
     capsys: pytest.CaptureFixture, digits_npy: Path, tmp_path: Path, model: str, kind: str
 ) -> None:
     run_dir = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                model,
-                "--dataset",
-                str(digits_npy),
-                "--scale",
-                "max:16",
-                "--train-subset",
-                "400",
-                "--out",
-                str(run_dir),
-                *QUICK,
-            ]
-        )
-        == 0
-    )
+    train_cli(model, "--dataset", digits_npy, "--train-subset", "400", "--out", run_dir)
     codes, back = tmp_path / "codes.npz", tmp_path / "back.npz"
     code, _, err = run_main(capsys, "encode", run_dir, "--dataset", digits_npy, "--out", codes)
     assert code == 0, err
@@ -320,7 +278,7 @@ def test_encode_decode_round_trip(
         x_back = npz["x"]
     assert x_back.dtype == np.uint8 and x_back.shape == (1797, 8, 8)
     run = aezoo.load(run_dir)
-    x = torch.from_numpy(np.load(digits_npy) / 16).float()[:, None]
+    x = torch.from_numpy(np.load(digits_npy) / 255).float()[:, None]
     with torch.no_grad():
         recon = run.model(x).mul(255).round().squeeze(1).numpy()
     assert np.abs(x_back.astype(float) - recon).max() <= 1.0
@@ -342,8 +300,6 @@ def test_zoo_skips_conditional_models_on_unlabelled_data(
         "dense-ae,cvae",
         "--dataset",
         digits_npy,
-        "--scale",
-        "max:16",
         "--train-subset",
         "300",
         "--out",
@@ -370,8 +326,6 @@ def test_zoo_sample_quality_on_8x8_is_refused_before_training(
         "dense-vae",
         "--dataset",
         digits_npy,
-        "--scale",
-        "max:16",
         "--sample-quality",
         "10",
         "--out",
