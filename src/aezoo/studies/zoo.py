@@ -73,6 +73,14 @@ def _first(summary: dict[str, Any], *keys: str) -> Any:
     return next((summary[k] for k in keys if summary.get(k) is not None), None)
 
 
+def _data_name(dataset: Any) -> Any:
+    """A run's data set as a table shows it: a named set, "array", or a path's last part (the
+    run records the whole resolved path)."""
+    return (
+        Path(dataset).name if isinstance(dataset, str) and Path(dataset).is_absolute() else dataset
+    )
+
+
 def run_row(run_dir: str | Path) -> dict[str, Any]:
     """One zoo row from a run folder's summary.json and config.json (None where undefined)."""
     run_dir = Path(run_dir)
@@ -81,7 +89,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     model_config = config.get("model_config", {})
     row: dict[str, Any] = {
         "model": config.get("model"),
-        "dataset": config.get("data", {}).get("dataset"),
+        "dataset": _data_name(config.get("data", {}).get("dataset")),
         "params": summary.get("params"),
         "epochs": summary.get("epochs"),
         "train_seconds": summary.get("train_seconds"),
