@@ -334,3 +334,12 @@ def test_zoo_sample_quality_on_8x8_is_refused_before_training(
     )
     assert_one_line(code, err, "--sample-quality", "1×8×8")
     assert not out.exists()
+
+
+def test_datasets_train_as_given(digits: tuple, tmp_path: Path) -> None:
+    train, test, _ = aezoo.load_splits(digits[0], labels=digits[1], scale="max:16")
+    run = aezoo.train(
+        "cvae", dataset=train, test=test, epochs=1, device="cpu", out=tmp_path / "run", quiet=True
+    )
+    assert summary_of(run.path)["data"]["split"] == {"made": False, "train": 1617, "test": 180}
+    assert run.spec.data_info["test_source"]["reader"] == "dataset"

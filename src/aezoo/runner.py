@@ -75,6 +75,12 @@ def train(
     data_config = from_dict(DataConfig, data_opts)
     device = distributed.local_device(resolve_device(from_dict(TrainConfig, train_opts).device))
     train_data, test_data, info = read_data(data_config, source, labels=labels, test=test)
+    if (source is not None or test is not None) and not quiet:
+        print(
+            "the data is in memory: the run records its checksum only, so evaluating it later "
+            "needs --dataset",
+            file=sys.stderr,
+        )
     spec = make_spec(model, options, train_data, info)
     set_up_device(device, spec.train)
     check_data(spec, train_data, test_data)
