@@ -166,8 +166,8 @@ def data_cases() -> dict[str, Case]:
                 **RUN,
                 dataset=str(npz(tmp / "d.npz", x=x, x_test=small)),
             ),
-            "dense-ae expects (1, 28, 28)",
-            "are (1, 20, 20)",
+            "the test part is images of shape (1, 20, 20)",
+            "the training part images of shape (1, 28, 28)",
         ),
         "a model config's image shape that is not the data's": Case(
             lambda tmp: aezoo.train(

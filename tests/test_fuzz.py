@@ -38,12 +38,13 @@ from aezoo.cli import build_parser, main
 from aezoo.config import DataConfig, TrainConfig, cli_fields
 from aezoo.data import sources
 from aezoo.data.batches import parse_corruption
+from aezoo.data.decide import parse_scale
 from aezoo.errors import UsageError
 from aezoo.models import MODELS, preset
 from aezoo.runs import RunSpec
 
 NAMES = sorted(MODELS)
-TRAIN_MODULE = sys.modules["aezoo.runs"]  # where a run loads its data (load_dataset)
+TRAIN_MODULE = sys.modules["aezoo.rundata"]  # where a run loads its data (load_splits)
 # Held fixed: one epoch on a tiny subset of the bundled MNIST, on the CPU.
 FIXED = {
     "epochs": 1,
@@ -52,12 +53,17 @@ FIXED = {
     "device": "cpu",
     "dataset": "mnist",
     "data_dir": str(sources.REPO_DATA / "mnist"),
+    # A named set has its own layout, scale, labels and test files (tests/test_own_data_cli.py).
+    "layout": "auto",
+    "scale": "auto",
+    "label_column": None,
+    "test_dataset": None,
 }
 # Valid but not fuzzed for training: machine-dependent (bf16 needs native support), process-wide
 # (threads) or a minutes-long one-off (compile). Their invalid values are fuzzed below.
 HELD = {"precision", "threads", "compile"}
 # Ends that keep an example to a fraction of a second (the configs allow more).
-LOWS: dict[str, float] = {"batch_size": 8, "lr": 1e-5, "sigma": 0.05}
+LOWS: dict[str, float] = {"batch_size": 8, "lr": 1e-5, "sigma": 0.05, "test_fraction": 0.05}
 HIGHS: dict[str, float] = {
     "batch_size": 64,
     "lr": 1e-2,
@@ -77,6 +83,7 @@ HIGHS: dict[str, float] = {
     "free_bits": 2.0,
     "sigma": 1.0,
     "commitment_weight": 2.0,
+    "test_fraction": 0.5,
 }
 SETTINGS = settings(
     deadline=None,
@@ -185,7 +192,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder for runs; MNIST parsed once for the module, and no figures or report.html (most
     of a tiny run's time; other tests cover them)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(TRAIN_MODULE, "load_dataset", functools.cache(TRAIN_MODULE.load_dataset))
+        mp.setattr(TRAIN_MODULE, "load_splits", functools.cache(TRAIN_MODULE.load_splits))
         mp.setattr("aezoo.figures.write_run_figures", lambda *args, **kwargs: [])
         mp.setattr("aezoo.report.write_report", lambda *args, **kwargs: None)
         yield tmp_path_factory.mktemp("fuzz")
@@ -250,6 +257,8 @@ def invalid_text(f: dataclasses.Field, hint: Any) -> st.SearchStrategy[str]:
     tp, _ = unwrap(hint)
     if f.name == "noise":
         return WORDS.filter(lambda s: not _parses(parse_corruption, s))
+    if f.name == "scale":
+        return WORDS.filter(lambda s: not _parses(parse_scale, s))
     if f.name == "device":
         return WORDS.filter(lambda s: not DEVICES.fullmatch(s))
     if get_origin(tp) is Literal:
@@ -283,7 +292,7 @@ def invalid_argv(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
         return [model, flag, "1"], (flag,)
     f, hint = draw(st.sampled_from(options_of(model)))
     flag = "--" + f.name.replace("_", "-")
-    if f.name in ("dataset", "data_dir"):  # files: test_cli covers them
+    if f.name in ("dataset", "data_dir", "test_dataset", "label_column"):  # test_cli covers them
         f, hint, flag = next((g, h, "--epochs") for g, h in options_of(model) if g.name == "epochs")
     if unwrap(hint)[0] is bool:  # a switch given a value
         return [model, f"{flag}={draw(WORDS)}"], (flag,)

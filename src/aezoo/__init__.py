@@ -5,7 +5,7 @@ here shadows a module), so `import aezoo.runner` gives the module and `aezoo.tra
 """
 
 from aezoo.config import DataConfig, TrainConfig
-from aezoo.data import Dataset, load_dataset
+from aezoo.data import Dataset, load_dataset, load_splits
 from aezoo.errors import TrainingError, UsageError
 from aezoo.metrics import evaluate
 from aezoo.models import MODELS, build
@@ -37,5 +37,6 @@ __all__ = [
     "evaluate",
     "load",
     "load_dataset",
+    "load_splits",
     "train",
 ]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from aezoo.data.batches import parse_corruption
+from aezoo.data.decide import parse_scale
 from aezoo.errors import UsageError
 from aezoo.io import load_json as load_json  # re-exported: configs are read as JSON
 
@@ -52,6 +53,12 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _shown(value: Any) -> str:
+    """A value for an error line: its repr, or its type where that is long (an array)."""
+    text = repr(value)
+    return text if len(text) <= 80 and "\n" not in text else f"a {type(value).__name__}"
+
+
 def _coerce(name: str, tp: Any, value: Any) -> Any:
     """Check `value` against the annotation `tp`; return it in canonical form (lists → tuples)."""
     origin = get_origin(tp)
@@ -65,33 +72,33 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
                 return _coerce(name, arg, value)
             except UsageError:
                 pass
-        raise UsageError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+        raise UsageError(f"{name}: expected {_type_name(tp)}, got {_shown(value)}")
     if origin is Literal:
         if value not in get_args(tp):
-            raise UsageError(f"{name}: expected one of {_type_name(tp)}, got {value!r}")
+            raise UsageError(f"{name}: expected one of {_type_name(tp)}, got {_shown(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise UsageError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+            raise UsageError(f"{name}: expected {_type_name(tp)}, got {_shown(value)}")
         item = get_args(tp)[0]
         return tuple(_coerce(name, item, v) for v in value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise UsageError(f"{name}: expected true or false, got {value!r}")
+            raise UsageError(f"{name}: expected true or false, got {_shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{name}: expected an integer, got {value!r}")
+            raise UsageError(f"{name}: expected an integer, got {_shown(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{name}: expected a number, got {value!r}")
+            raise UsageError(f"{name}: expected a number, got {_shown(value)}")
         if value != value or value in (float("inf"), float("-inf")):
-            raise UsageError(f"{name}: expected a finite number, got {value!r}")
+            raise UsageError(f"{name}: expected a finite number, got {_shown(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise UsageError(f"{name}: expected a string, got {value!r}")
+            raise UsageError(f"{name}: expected a string, got {_shown(value)}")
         return value
     raise TypeError(f"unsupported config annotation {tp!r} for {name}")
 
@@ -152,7 +159,9 @@ class DataConfig:
     """Which images to train and test on, and how each batch is prepared."""
 
     dataset: str = option(
-        "mnist", "data set name (mnist, fashion-mnist, kmnist) or a .npz/.npy path"
+        "mnist",
+        "data set name (mnist, fashion-mnist, kmnist) or a path: .npz, .npy, .csv, .tsv, "
+        ".parquet or a folder of images (see docs/data.md)",
     )
     data_dir: str | None = option(
         None,
@@ -175,11 +184,34 @@ class DataConfig:
         "corrupt the encoder's input (denoising): gaussian:STD, "
         "mask:P or saltpepper:P; the loss compares with the clean image",
     )
+    test_dataset: str | None = option(
+        None, "a separate test set (a path as for --dataset) when the data set has no test part"
+    )
+    layout: Literal["auto", "nchw", "nhwc", "vectors"] = option(
+        "auto", "where the channels are, when the shape cannot tell: nchw or nhwc"
+    )
+    scale: str = option(
+        "auto",
+        "how values become intensities when they are not pixels or 0/1: minmax, max:M or "
+        "(vectors) minmax-columns",
+    )
+    label_column: str | None = option(
+        None, "tables: the labels' column (its name, or its number when there is no header)"
+    )
+    test_fraction: float = option(
+        0.1,
+        "the held-out test share when the data has no test part (a split seeded 0)",
+        positive=True,
+        high=1.0,
+    )
 
     def __post_init__(self) -> None:
         validate(self)
         if self.noise is not None:
             parse_corruption(self.noise)
+        parse_scale(self.scale)
+        if self.test_fraction >= 1:
+            raise UsageError(f"test_fraction: must be < 1, got {self.test_fraction!r}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,14 +34,15 @@ from aezoo.loop import anomaly_detection, fit, make_optimizer
 from aezoo.metrics import evaluator
 from aezoo.models import build_from_config, count_parameters, preset
 from aezoo.resume import Progress, Stop, StopOnSigint
+from aezoo.rundata import ARRAY, data_summary, reread
 from aezoo.runs import (
     RunSpec,
     check_data,
     create_run_dir,
-    load_data,
     make_batches,
     make_spec,
     new_run_dir,
+    read_data,
     read_metrics,
 )
 
@@ -58,7 +60,8 @@ def train(
     """Train `model` (a registry name) with flat options, e.g. train("dense-ae", epochs=5,
     latent_dim=16, train_subset=5000), writing a run folder; or continue `resume=RUN_DIR`.
     `tensorboard=True` also logs to RUN_DIR/tensorboard (needs the tensorboard extra).
-    Under torchrun, data-parallel over its processes; rank 0 writes (aezoo.distributed)."""
+    Under torchrun, data-parallel over its processes; rank 0 writes (aezoo.distributed).
+    `dataset` may be an array, tensor or Dataset, with `labels=`, `test=(X, y)` (docs/data.md)."""
     quiet = quiet or not distributed.is_main()
     if tensorboard:
         tblog.summary_writer_class()  # missing tensorboard is an error before anything is written
@@ -66,12 +69,19 @@ def train(
         return _resume(Path(resume), quiet=quiet, tensorboard=tensorboard, **options)
     if model is None:
         raise UsageError("name a model to train (see `aezoo list`), or pass resume=RUN_DIR")
+    source, labels, test = _in_memory(options)
     train_opts, data_opts, model_opts = split_options(options)
     preset(model).make_config(**model_opts)  # a bad model option is found before data loads
     data_config = from_dict(DataConfig, data_opts)
     device = distributed.local_device(resolve_device(from_dict(TrainConfig, train_opts).device))
-    train_data, test_data = load_data(data_config)
-    spec = make_spec(model, options, train_data)
+    train_data, test_data, info = read_data(data_config, source, labels=labels, test=test)
+    if (source is not None or test is not None) and not quiet:
+        print(
+            "the data is in memory: the run records its checksum only, so evaluating it later "
+            "needs --dataset",
+            file=sys.stderr,
+        )
+    spec = make_spec(model, options, train_data, info)
     set_up_device(device, spec.train)
     check_data(spec, train_data, test_data)
     run_dir = new_run_dir(model, out)
@@ -81,6 +91,25 @@ def train(
     optimizer = make_optimizer(net, spec.train)
     distributed.on_main(create_run_dir, run_dir, spec)  # the one process that writes
     return _run(run_dir, spec, net, optimizer, (train_data, test_data), 0, [], quiet, tensorboard)
+
+
+def _in_memory(options: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """Pop the data that is not a name or a path from `options` (arrays, tensors, Datasets; `test`
+    also as an (X, y) pair) and put "array" in its place: config.json records it by checksum."""
+    labels, test = options.pop("labels", None), options.pop("test", None)
+    if test is not None:
+        if options.get("test_dataset") is not None:
+            raise UsageError("test= and test_dataset= name the same thing: give one of them")
+        options["test_dataset"] = test
+    found = []
+    for key in ("dataset", "test_dataset"):
+        value = options.get(key)
+        if isinstance(value, os.PathLike):
+            options[key] = value = os.fspath(value)
+        found.append(None if value is None or isinstance(value, str) else value)
+        if found[-1] is not None:
+            options[key] = ARRAY
+    return found[0], labels, found[1]
 
 
 def _resume(
@@ -115,7 +144,7 @@ def _resume(
         atomic_write(
             run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in records).encode()
         )
-    data = load_data(spec.data)
+    data = reread(spec.data, spec.data_info)
     check_data(spec, *data)
     progress = Progress.from_checkpoint(epoch, state)
     return _run(run_dir, spec, net, optimizer, data, epoch, records, quiet, tensorboard, progress)
@@ -244,6 +273,7 @@ def finish_run(
         "params": count_parameters(net),
         "train_seconds": round(sum(r.get("seconds", 0.0) for r in records), 3),
         **{k: v for k, v in last.items() if k.startswith("test_")},
+        **({} if spec.data_info is None else {"data": data_summary(spec.data_info)}),
     }
     write_json(run_dir / ckpt.SUMMARY, summary)
     figures.write_run_figures(run_dir, net, test_batches, records)

@@ -21,7 +21,7 @@ from torch import nn
 
 from aezoo import distributed
 from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, split_options, to_dict
-from aezoo.data import Dataset, binarize_once, load_dataset
+from aezoo.data import Dataset
 from aezoo.data.batches import Batches, parse_corruption
 from aezoo.device import place_model
 from aezoo.errors import UsageError
@@ -31,6 +31,10 @@ from aezoo.io import read_safetensors, write_safetensors
 from aezoo.io import remove_temporaries as remove_temporaries
 from aezoo.io import write_json as write_json
 from aezoo.models import build_from_config, preset
+from aezoo.rundata import TEST_SEED as TEST_SEED  # re-exported: the test set's fixed seed
+from aezoo.rundata import load_data as load_data  # re-exported: a run's data
+from aezoo.rundata import read_data as read_data
+from aezoo.rundata import recorded_options, refuse_unfit
 from aezoo.version import __version__
 
 CONFIG = "config.json"
@@ -38,6 +42,7 @@ WEIGHTS = "model.safetensors"
 CHECKPOINT = Path("checkpoint") / "last.safetensors"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+DATA_INFO = "data_info"  # config.json's record of the data read (aezoo.data.load_splits' info)
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -157,6 +162,7 @@ class RunSpec:
     model_config: Any
     train: TrainConfig
     data: DataConfig
+    data_info: dict[str, Any] | None = None  # what load_splits read: path, sha256, layout, split
 
     def __post_init__(self) -> None:
         schedule = self.train.kl_warmup or self.train.kl_cycles
@@ -173,23 +179,27 @@ class RunSpec:
             "model_config": to_dict(self.model_config),
             "train": to_dict(self.train),
             "data": to_dict(self.data),
+            **({} if self.data_info is None else {"data_info": self.data_info}),
         }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], where: str = "config.json") -> RunSpec:
         if not isinstance(obj, Mapping):
             raise UsageError(f"{where}: expected a JSON object")
-        unknown = sorted(set(obj) - {"aezoo", "model", "model_config", "train", "data"})
+        unknown = sorted(set(obj) - {"aezoo", "model", "model_config", "train", "data", DATA_INFO})
         if unknown:
             raise UsageError(f"{where}: unknown field {unknown[0]!r}")
         if not isinstance(obj.get("model"), str):
             raise UsageError(f"{where}: field 'model' must name a registered model")
         p = preset(obj["model"])
+        if not isinstance(obj.get(DATA_INFO, {}), Mapping):
+            raise UsageError(f"{where}: field {DATA_INFO!r} must be an object")
         return cls(
             model=obj["model"],
             model_config=from_dict(p.config, obj.get("model_config", {}), "model_config"),
             train=from_dict(TrainConfig, obj.get("train", {}), "train"),
             data=from_dict(DataConfig, obj.get("data", {}), "data"),
+            data_info=obj.get(DATA_INFO),
         )
 
 
@@ -201,9 +211,6 @@ class Run:
     model: nn.Module
     spec: RunSpec
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-TEST_SEED = 12345  # fixes the test set's corruption and binarisation across runs
 
 
 def new_run_dir(prefix: str, out: str | Path | None = None) -> Path:
@@ -269,9 +276,18 @@ def find_runs(folder: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: (p / CONFIG).stat().st_mtime)
 
 
-def make_spec(model: str, options: Mapping[str, Any], train_data: Dataset) -> RunSpec:
-    """A RunSpec from a model name and flat options; the model's image shape comes from the data."""
+def make_spec(
+    model: str,
+    options: Mapping[str, Any],
+    train_data: Dataset,
+    info: dict[str, Any] | None = None,
+) -> RunSpec:
+    """A RunSpec from a model name and flat options; the model's image shape comes from the data,
+    and `info` (load_splits') records it: config.json names the data by its resolved path."""
+    refuse_unfit(model, train_data)
     train_opts, data_opts, model_opts = split_options(options)
+    if info is not None:
+        data_opts.update(recorded_options(info))
     p = preset(model)
     fields = {f.name for f in dataclasses.fields(p.config)}
     if "image_shape" in fields:
@@ -287,22 +303,8 @@ def make_spec(model: str, options: Mapping[str, Any], train_data: Dataset) -> Ru
         p.make_config(**model_opts),
         from_dict(TrainConfig, {**p.training, **train_opts}),
         from_dict(DataConfig, data_opts),
+        info,
     )
-
-
-def load_data(config: DataConfig) -> tuple[Dataset, Dataset]:
-    """The (train, test) data sets of a DataConfig, with subsets and static binarisation."""
-    train = load_dataset(config.dataset, "train", data_dir=config.data_dir)
-    test = load_dataset(config.dataset, "test", data_dir=config.data_dir)
-    if config.train_subset is not None:
-        train = train.subset(config.train_subset, seed=0)
-    if config.test_subset is not None:
-        test = test.subset(config.test_subset, seed=0)
-    if config.binarize == "static":
-        train = binarize_once(train, seed=TEST_SEED + 1)
-    if config.binarize != "none":
-        test = binarize_once(test, seed=TEST_SEED)
-    return train, test
 
 
 def make_batches(
@@ -334,24 +336,30 @@ def make_batches(
 
 def check_data(spec: RunSpec, train: Dataset, test: Dataset) -> None:
     """Data the model cannot take is an error before the first step, naming what it expects."""
+    for split, data in (("training", train), ("test", test)):
+        check_part(spec, split, data)
+
+
+def check_part(spec: RunSpec, split: str, data: Dataset) -> None:
+    """One part of the data against the run's model: shape, kind and labels."""
     shape = getattr(spec.model_config, "image_shape", None)
     classes = getattr(spec.model_config, "num_classes", 0)
-    for split, data in (("training", train), ("test", test)):
-        if shape is not None and data.image_shape != tuple(shape):
-            raise UsageError(
-                f"the {split} images of {data.name} are {data.image_shape} (C, H, W); "
-                f"{spec.model} expects {tuple(shape)}"
-            )
-        if classes and data.labels is None:
-            raise UsageError(
-                f"{spec.model} is conditioned on labels, and the {split} set of {data.name} "
-                "has none"
-            )
-        if classes and data.num_classes > classes:
-            raise UsageError(
-                f"the {split} labels of {data.name} go up to {data.num_classes - 1}; "
-                f"{spec.model} takes labels 0..{classes - 1} (num_classes {classes})"
-            )
+    if data.kind == "vectors":
+        refuse_unfit(spec.model, data)
+    if shape is not None and data.image_shape != tuple(shape):
+        raise UsageError(
+            f"the {split} images of {data.name} are {data.image_shape} (C, H, W); "
+            f"{spec.model} expects {tuple(shape)}"
+        )
+    if classes and data.labels is None:
+        raise UsageError(
+            f"{spec.model} is conditioned on labels, and the {split} set of {data.name} has none"
+        )
+    if classes and data.num_classes > classes:
+        raise UsageError(
+            f"the {split} labels of {data.name} go up to {data.num_classes - 1}; "
+            f"{spec.model} takes labels 0..{classes - 1} (num_classes {classes})"
+        )
 
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:

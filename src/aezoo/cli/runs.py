@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from aezoo import distributed, runner
+from aezoo.apply import decode_run, encode_run, run_test_data
 from aezoo.cli.flags import (
     Command,
     add_config_options,
@@ -25,10 +26,14 @@ from aezoo.models import MODELS, build, count_parameters
 from aezoo.models.pixelcnn import PixelCNNConfig
 from aezoo.prior import PRIOR_DIR, train_prior
 from aezoo.report import write_report
-from aezoo.runs import load, load_data, make_batches
+from aezoo.runs import load, make_batches
 from aezoo.studies.zoo import list_runs, runs_table
 
 RUN_DIR_HELP = "a run folder written by `aezoo train`"
+DATASET_HELP = (
+    "other data, read with the run's --layout/--scale/--label-column: all of it (a named set: "
+    "its test files); default: the run's own test data, re-read from where it was"
+)
 
 
 def _print_summary(summary: dict) -> None:
@@ -86,6 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def eval_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("--json", metavar="FILE", help="also write the metrics to this JSON file")
+    p.add_argument("--dataset", help=DATASET_HELP)
     add_shared(p, "device")
     p.add_argument(
         "--nll-samples",
@@ -106,7 +112,7 @@ def eval_flags(p: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     run = load(args.run_dir, device=device)
-    _, test = load_data(run.spec.data)
+    test = run_test_data(run.spec, args.dataset)
     _, test_batches = make_batches(run.spec, test, test, device)
     metrics = evaluate(run.model, test_batches, seed=run.spec.train.seed)
     if args.nll_samples:
@@ -120,6 +126,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write(Path(args.json), (text + "\n").encode())
     print(text)
+    return 0
+
+
+def encode_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
+    p.add_argument("--dataset", help=DATASET_HELP)
+    p.add_argument("--out", required=True, metavar="FILE", help="the codes file to write (.npz)")
+    add_shared(p, "device")
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    print(encode_run(args.run_dir, args.dataset, args.out, resolve_device(args.device)))
+    return 0
+
+
+def decode_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
+    p.add_argument("codes", help="a codes file written by `aezoo encode`")
+    p.add_argument("--out", required=True, metavar="FILE", help="the data file to write (.npz)")
+    add_shared(p, "device")
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    print(decode_run(args.run_dir, args.codes, args.out, resolve_device(args.device)))
     return 0
 
 
@@ -248,6 +278,17 @@ COMMANDS = {
     "list": Command("the registered models with parameter counts", list_flags, cmd_list),
     "train": Command("train a model and write its run folder", train_flags, cmd_train),
     "eval": Command("reload a run and print its test metrics", eval_flags, cmd_eval),
+    "encode": Command(
+        "write the codes of data under a run's model (μ of a VAE, code indices of a VQ-VAE, z "
+        "of an AE) to an .npz",
+        encode_flags,
+        cmd_encode,
+    ),
+    "decode": Command(
+        "turn a codes .npz (aezoo encode) back into data with a run's model: x as uint8 levels",
+        decode_flags,
+        cmd_decode,
+    ),
     "sample": Command("draw samples of a run into its figures/", sample_flags, cmd_sample),
     "explore": Command(
         "latent-space figures of a run: samples, interpolation, traversals, 2-D map or t-SNE",

@@ -64,7 +64,11 @@ def load_splits(
                 "labels=, label_column= and scale= go with arrays and files; a Dataset is "
                 "already labelled and scaled"
             )
-        raw_test = None if test is None else _read(test, None, None, max_bytes, "test")
+        raw_test = (
+            test
+            if test is None or isinstance(test, Dataset)
+            else _read(test, None, None, max_bytes, "test")
+        )
         return _from_dataset(source, raw_test, options)
     if _is_named(source):
         if test is not None or labels is not None or (layout, scale) != ("auto", "auto"):
@@ -373,7 +377,7 @@ def _named(name: str, data_dir: str | os.PathLike | None, options: dict) -> tupl
     return train, test, info
 
 
-def _from_dataset(data: Dataset, raw_test: Raw | None, options: dict) -> tuple:
+def _from_dataset(data: Dataset, raw_test: Raw | Dataset | None, options: dict) -> tuple:
     """A ready Dataset: already uint8 and laid out; split, or paired with a test part."""
     split: dict[str, Any] = {"made": False}
     test_record = None
@@ -385,6 +389,12 @@ def _from_dataset(data: Dataset, raw_test: Raw | None, options: dict) -> tuple:
         train, test = data.select(train_rows), data.select(test_rows)
         split = {"made": True, "fraction": options["test_fraction"], "seed": options["seed"]}
         split["stratified"] = labels is not None
+    elif isinstance(raw_test, Dataset):  # two ready Datasets: paired as they are
+        train, test = data, raw_test
+        labels = None if test.labels is None else test.labels.cpu().numpy()
+        test_record = {"source": "array", "reader": "dataset"}
+        test_record["sha256"] = _array_sha256(test.images.cpu().numpy(), labels)
+        _check_alike(train, test)
     else:
         raw_test.test_layout = raw_test.layout
         if raw_test.classes != data.classes and raw_test.y is not None:

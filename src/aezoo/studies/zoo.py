@@ -19,13 +19,15 @@ import torch
 from aezoo import classifier, tables
 from aezoo import runs as ckpt
 from aezoo.config import DataConfig, from_dict, load_json, split_options
+from aezoo.data import Dataset
 from aezoo.device import machine_text
 from aezoo.errors import UsageError
 from aezoo.io import atomic_write, write_json
 from aezoo.models import MODELS, Generative, preset
 from aezoo.report import REPORT, data_uri, format_value, page
+from aezoo.rundata import unfit_reason
 from aezoo.runner import train
-from aezoo.runs import find_runs, load_data, new_run_dir, read_metrics
+from aezoo.runs import find_runs, new_run_dir, read_data, read_metrics
 from aezoo.viz import image_rows, save_figure
 
 FIGURE = "zoo-reconstructions.png"
@@ -71,6 +73,14 @@ def _first(summary: dict[str, Any], *keys: str) -> Any:
     return next((summary[k] for k in keys if summary.get(k) is not None), None)
 
 
+def _data_name(dataset: Any) -> Any:
+    """A run's data set as a table shows it: a named set, "array", or a path's last part (the
+    run records the whole resolved path)."""
+    return (
+        Path(dataset).name if isinstance(dataset, str) and Path(dataset).is_absolute() else dataset
+    )
+
+
 def run_row(run_dir: str | Path) -> dict[str, Any]:
     """One zoo row from a run folder's summary.json and config.json (None where undefined)."""
     run_dir = Path(run_dir)
@@ -79,7 +89,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     model_config = config.get("model_config", {})
     row: dict[str, Any] = {
         "model": config.get("model"),
-        "dataset": config.get("data", {}).get("dataset"),
+        "dataset": _data_name(config.get("data", {}).get("dataset")),
         "params": summary.get("params"),
         "epochs": summary.get("epochs"),
         "train_seconds": summary.get("train_seconds"),
@@ -219,7 +229,7 @@ def zoo(
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"{path} already exists and is not empty; choose another --out")
 
-    _, test = load_data(from_dict(DataConfig, data_opts))
+    test, models, skipped = _applicable(models, sample_quality, data_opts)
     index = pick_digits(test.labels)
     x = test.images[index].float().div(255)  # (10, C, H, W)
     y = test.labels[index] if test.labels is not None else None
@@ -246,10 +256,13 @@ def zoo(
         ),
         path / FIGURE,
     )
-    table = markdown_table(rows)
+    table = markdown_table(rows) + "".join(
+        f"\n\nSkipped `{name}`: {why}." for name, why in skipped.items()
+    )
     meta = {
         "dataset": rows[0]["dataset"],
         "options": options,
+        "skipped": skipped,
         "seconds": round(seconds, 1),
         "machine": machine_text(),
         "created": datetime.now().isoformat(timespec="seconds"),
@@ -258,6 +271,30 @@ def zoo(
     atomic_write(path / "zoo.md", _markdown_page(meta, table).encode())
     atomic_write(path / "zoo.html", _html_page(path, meta, rows).encode())
     return ZooResult(path, rows, table)
+
+
+def _applicable(
+    models: list[str], sample_quality: int, data_opts: dict[str, Any]
+) -> tuple[Dataset, list[str], dict[str, str]]:
+    """(the test data, the models that apply to the data, {skipped model: why}), checked before
+    anything trains: conditional models need labels, convolutional ones images."""
+    train_data, test, _ = read_data(from_dict(DataConfig, data_opts))
+    _check_sample_quality(sample_quality, test)
+    skipped = {name: why for name in models if (why := unfit_reason(name, train_data))}
+    models = [name for name in models if name not in skipped]
+    if not models:
+        raise UsageError(f"zoo: no model of --models applies: {next(iter(skipped.values()))}")
+    return test, models, skipped
+
+
+def _check_sample_quality(sample_quality: int, test: Dataset) -> None:
+    """The reference classifier judges 28×28 greyscale images only: refused before training."""
+    if sample_quality > 0 and (test.kind, test.image_shape) != ("images", (1, 28, 28)):
+        c, h, w = test.image_shape
+        raise UsageError(
+            "--sample-quality judges samples with a classifier of 28×28 greyscale digits; "
+            f"{test.name} holds {test.kind} of shape {c}×{h}×{w}: drop --sample-quality"
+        )
 
 
 def _options_text(options: dict[str, Any]) -> str:
@@ -280,6 +317,10 @@ def _html_page(path: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]])
         f'<p class="sub">Options: {escape(_options_text(meta["options"]))} · '
         f"{escape(meta['machine'])} · {meta['seconds']} s in all · {meta['created']}</p>",
         _html_table(rows, lambda row: f"{row['run']}/{REPORT}"),
+        *(
+            f"<p>Skipped <b>{escape(n)}</b>: {escape(why)}.</p>"
+            for n, why in meta["skipped"].items()
+        ),
         "<ul>"
         + "".join(f"<li><b>{escape(c.heading)}</b>: {escape(c.meaning)}</li>" for c in COLUMNS[1:])
         + "</ul>",
