@@ -443,3 +443,18 @@ def test_a_forged_npz_header_is_refused_before_allocating(tmp_path: Path) -> Non
         archive.writestr("x.npy", header.getvalue() + bytes(64))
     with pytest.raises(UsageError, match=r"9\.3 GiB once decompressed, over the limit of 8\.0 GiB"):
         load_splits(tmp_path / "forged.npz")
+
+
+def test_other_data_is_read_with_the_runs_fitted_minmax(digits: tuple) -> None:
+    """New data for a trained run (eval/encode --dataset) takes the training part's min/max, not
+    its own: a few rows read alone become the same pixels as inside the whole set."""
+    x, _ = digits
+    vectors = x.reshape(len(x), -1).astype(np.float32) * 3 - 7  # any range: a sensor table
+    _, _, info = load_splits(vectors, scale="minmax-columns")
+    whole = load_dataset(vectors, scale="minmax-columns", fitted_scale=info["scale"])
+    few = vectors[:40]
+    assert not np.array_equal(few.min(0), vectors.min(0))  # their own range differs
+    alone = load_dataset(few, scale="minmax-columns", fitted_scale=info["scale"])
+    assert torch.equal(alone.images, whole.images[:40])
+    refit = load_dataset(few, scale="minmax-columns")  # what eval --dataset did before
+    assert not torch.equal(refit.images, whole.images[:40])

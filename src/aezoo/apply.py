@@ -28,7 +28,7 @@ def run_test_data(spec: RunSpec, dataset: str | None = None) -> Dataset:
     files) read with the run's layout, scale and label options; it must fit the model."""
     if dataset is None:
         return reread(spec.data, spec.data_info)[1]
-    data = new_data(spec.data, dataset)
+    data = new_data(spec.data, dataset, spec.data_info)
     check_part(spec, "given", data)
     return data
 

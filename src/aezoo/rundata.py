@@ -64,14 +64,19 @@ def reread(config: DataConfig, info: dict[str, Any] | None) -> tuple[Dataset, Da
     return load_data(config)
 
 
-def new_data(config: DataConfig, source: str) -> Dataset:
-    """Other data for a trained run, read with the run's layout, scale and label options: a named
-    set's test files, else all of it."""
+def new_data(config: DataConfig, source: str, info: dict[str, Any] | None = None) -> Dataset:
+    """Other data for a trained run, read with the run's layout, scale and label options (and the
+    max/minmax parameters fitted on its training data, from `info`): a named set's test files,
+    else all of it."""
     if source in DATASETS:
         data = load_dataset(source, "test", data_dir=config.data_dir)
     else:
         data = load_dataset(
-            source, layout=config.layout, scale=config.scale, label_column=config.label_column
+            source,
+            layout=config.layout,
+            scale=config.scale,
+            label_column=config.label_column,
+            fitted_scale=None if info is None else info.get("scale"),
         )
     return binarize_once(data, seed=TEST_SEED) if config.binarize != "none" else data
 

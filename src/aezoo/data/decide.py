@@ -107,6 +107,9 @@ def drop_alpha(x: np.ndarray, name: str, given: tuple[int, ...]) -> tuple[np.nda
     return np.ascontiguousarray(x[:, :3]), True
 
 
+FITTED = ("max", "minmax", "minmax-columns")  # scales with parameters fitted on training data
+
+
 @dataclass(frozen=True)
 class Scale:
     """How values become uint8 pixels: 'uint8' (as is), 'unit' (floats in [0, 1]), 'binary'
@@ -117,10 +120,18 @@ class Scale:
     low: float | tuple[float, ...] = 0.0
     high: float | tuple[float, ...] = 1.0
 
+    @classmethod
+    def from_record(cls, record: dict) -> Scale:
+        """The Scale a run recorded (see `record`), to read other data exactly as it was read."""
+        low, high = record.get("low", 0.0), record.get("high", 1.0)
+        if isinstance(low, list):  # minmax-columns: one low and high per feature
+            return cls(str(record["kind"]), tuple(low), tuple(high))
+        return cls(str(record["kind"]), float(low), float(high))
+
     def record(self) -> dict:
         """A JSON-able description (the parameters a run stores)."""
         out: dict = {"kind": self.kind}
-        if self.kind in ("max", "minmax", "minmax-columns"):
+        if self.kind in FITTED:
             out.update(low=_listed(self.low), high=_listed(self.high))
         return out
 

@@ -13,6 +13,7 @@ import torch
 
 from aezoo.data.dataset import ArrayLike, Dataset, stratified_pick
 from aezoo.data.decide import (
+    FITTED,
     Scale,
     check_values,
     decide_layout,
@@ -101,10 +102,13 @@ def load_dataset(
     scale: str = "auto",
     label_column: str | int | None = None,
     max_bytes: int = MAX_BYTES,
+    fitted_scale: dict | None = None,
 ) -> Dataset:
     """One part of a source as it is stored: a named set's train or test files, an .npz's x or
     x_test, or the whole of an array, .npy, table or folder ('train'; these have no 'test' part:
-    `load_splits` makes a seeded split). Layout and scale as in load_splits."""
+    `load_splits` makes a seeded split). Layout and scale as in load_splits; `fitted_scale`, a
+    run's recorded scale (info["scale"]), applies that run's max/minmax parameters instead of
+    fitting new ones on this data."""
     if split not in ("train", "test"):
         raise UsageError(f"split: expected 'train' or 'test', got {split!r}")
     if isinstance(source, Dataset):
@@ -122,6 +126,8 @@ def load_dataset(
     if split == "train":
         check_values(raw.x, raw.name)
         fitted = decide_scale(raw.x, scale, raw.name)
+        if fitted_scale is not None and fitted_scale.get("kind") in FITTED:
+            fitted = Scale.from_record(fitted_scale)
         return _prepare(raw, raw.x, raw.y, fitted, layout, raw.name)[0]
     if raw.x_test is None:
         what = "test arrays (x_test, y_test)" if raw.record["reader"] == "npz" else "test part"
