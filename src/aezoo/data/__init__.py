@@ -8,10 +8,11 @@ layout and scale decided (never guessed) and a test part that is never the train
 
 from __future__ import annotations
 
-from aezoo.data.dataset import Dataset, binarize_once, stratified_pick
+from aezoo.data.dataset import Dataset, binarize_once, split_rows, stratified_pick
 from aezoo.data.decide import LAYOUTS, parse_scale
-from aezoo.data.load import check_recorded, load_dataset, load_splits, split_rows
+from aezoo.data.load import load_dataset, load_splits
 from aezoo.data.raw import MAX_BYTES
+from aezoo.data.readers import check_recorded
 from aezoo.data.sources import SOURCES
 
 __all__ = [

@@ -126,3 +126,29 @@ def binarize_once(dataset: Dataset, seed: int) -> Dataset:
     probs = dataset.images.float().div_(255)
     pixels = torch.bernoulli(probs, generator=generator).to(torch.uint8).mul_(255)
     return dataclasses.replace(dataset, images=pixels, mapped=False)
+
+
+def to_labels(y: np.ndarray, n: int, name: str) -> np.ndarray:
+    """Check user labels: n non-negative integers; returned as int64."""
+    if y.shape not in ((n,), (n, 1)):
+        raise UsageError(f"{name}: expected {n} labels, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UsageError(f"{name}: labels must be integers, got {y.dtype}")
+    if y.size and y.min() < 0:
+        raise UsageError(f"{name}: labels must be non-negative, got {int(y.min())}")
+    return np.ascontiguousarray(y.reshape(n), dtype=np.int64)
+
+
+def split_rows(
+    n: int, labels: np.ndarray | None, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows), both sorted: a seeded `fraction` of `n` rows held out, in
+    proportion to each label's share when there are labels."""
+    if n < 2:
+        raise UsageError(f"{n} row(s) are too few to split into training and test parts")
+    size = min(max(round(fraction * n), 1), n - 1)
+    label_tensor = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
+    test = stratified_pick(n, size, label_tensor, seed).numpy()
+    keep = np.ones(n, dtype=bool)
+    keep[test] = False
+    return np.flatnonzero(keep), test

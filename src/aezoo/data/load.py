@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -11,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from aezoo.data.dataset import ArrayLike, Dataset, stratified_pick
+from aezoo.data.dataset import ArrayLike, Dataset, split_rows, to_labels
 from aezoo.data.decide import (
     FITTED,
     Scale,
@@ -22,8 +21,8 @@ from aezoo.data.decide import (
     parse_scale,
     to_nchw,
 )
-from aezoo.data.raw import FILE_SUFFIXES, MAX_BYTES, Raw
-from aezoo.data.readers import read_path, source_sha256
+from aezoo.data.raw import FILE_SUFFIXES, MAX_BYTES, Raw, array_sha256, as_numpy
+from aezoo.data.readers import read_path
 from aezoo.data.sources import SOURCES, load_arrays
 from aezoo.errors import UsageError
 
@@ -171,9 +170,9 @@ def _read(
     if isinstance(source, (np.ndarray, torch.Tensor)):
         if label_column is not None:
             raise UsageError("label_column: only tables (.csv, .parquet) have columns")
-        x = _numpy(source)
-        y = None if labels is None else _numpy(labels)
-        record = {"source": "array", "reader": "array", "sha256": _array_sha256(x, y)}
+        x = as_numpy(source)
+        y = None if labels is None else as_numpy(labels)
+        record = {"source": "array", "reader": "array", "sha256": array_sha256(x, y)}
         record["labels"] = None if y is None else "array"
         return Raw(x, y, "array", record)
     if not isinstance(source, (str, os.PathLike)):
@@ -195,7 +194,7 @@ def _read(
             raise UsageError(
                 f"labels= goes with an array or .npy source; {path} brings its own labels"
             )
-        raw.y, raw.record["labels"] = _numpy(labels), "array"
+        raw.y, raw.record["labels"] = as_numpy(labels), "array"
     return raw
 
 
@@ -211,24 +210,6 @@ def _same_classes(train: tuple[str, ...], test: tuple[str, ...], y: np.ndarray) 
     return np.array([train.index(name) for name in test], dtype=np.int64)[y]
 
 
-def _numpy(array: ArrayLike) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu()
-        if array.dtype == torch.bfloat16:
-            array = array.float()  # numpy has no bfloat16
-        return array.numpy()
-    return np.asarray(array)
-
-
-def _array_sha256(*arrays: np.ndarray | None) -> str:
-    digest = hashlib.sha256()
-    for a in arrays:
-        if a is not None:
-            digest.update(f"{a.dtype.str}{a.shape}".encode())
-            digest.update(np.ascontiguousarray(a).data)
-    return digest.hexdigest()
-
-
 # decisions
 
 
@@ -242,7 +223,7 @@ def _decide(raw: Raw, options: dict, max_bytes: int) -> tuple[Dataset, Dataset, 
     if x_test is None:
         _layout(raw.layout, x.shape, options["layout"], raw.name)  # refuse before copying
         if y is not None:
-            y = _to_labels(y, len(x), raw.name)
+            y = to_labels(y, len(x), raw.name)
         if isinstance(x, np.memmap) and x.nbytes > max_bytes:
             raise UsageError(
                 f"{raw.name}: {x.nbytes / 2**30:.1f} GiB is too big to split in memory (limit "
@@ -316,7 +297,7 @@ def _prepare(
     mapped = isinstance(raw.x, np.memmap) and bool(np.may_share_memory(images, raw.x))
     label_tensor = None
     if y is not None:
-        label_tensor = torch.from_numpy(_to_labels(np.asarray(y), len(images), name + part))
+        label_tensor = torch.from_numpy(to_labels(np.asarray(y), len(images), name + part))
     kind = "vectors" if decided == "vectors" else "images"
     data = Dataset(
         torch.from_numpy(images if mapped else np.ascontiguousarray(images)),
@@ -329,44 +310,19 @@ def _prepare(
     return data, {"layout": decided, "clipped": clipped, "alpha": alpha}
 
 
-def _to_labels(y: np.ndarray, n: int, name: str) -> np.ndarray:
-    """Check user labels: n non-negative integers; returned as int64."""
-    if y.shape not in ((n,), (n, 1)):
-        raise UsageError(f"{name}: expected {n} labels, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise UsageError(f"{name}: labels must be integers, got {y.dtype}")
-    if y.size and y.min() < 0:
-        raise UsageError(f"{name}: labels must be non-negative, got {int(y.min())}")
-    return np.ascontiguousarray(y.reshape(n), dtype=np.int64)
-
-
-def split_rows(
-    n: int, labels: np.ndarray | None, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, test rows), both sorted: a seeded `fraction` of `n` rows held out, in
-    proportion to each label's share when there are labels."""
-    if n < 2:
-        raise UsageError(f"{n} row(s) are too few to split into training and test parts")
-    size = min(max(round(fraction * n), 1), n - 1)
-    label_tensor = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
-    test = stratified_pick(n, size, label_tensor, seed).numpy()
-    keep = np.ones(n, dtype=bool)
-    keep[test] = False
-    return np.flatnonzero(keep), test
-
-
 # named sets and Datasets
 
 
 def _named(name: str, data_dir: str | os.PathLike | None, options: dict) -> tuple:
     parts = [load_arrays(name, split, data_dir) for split in ("train", "test")]
     train, test = (
-        Dataset(torch.from_numpy(x[:, None]), torch.from_numpy(y).long(), name) for x, y in parts
+        Dataset(torch.from_numpy(x[:, None]), torch.from_numpy(y).long(), name)
+        for x, y in parts
     )
     info = {
         "source": name,
         "reader": "named",
-        "sha256": _array_sha256(*parts[0], *parts[1]),
+        "sha256": array_sha256(*parts[0], *parts[1]),
         "test_source": None,
         "labels": "named set",
         "kind": "images",
@@ -399,7 +355,7 @@ def _from_dataset(data: Dataset, raw_test: Raw | Dataset | None, options: dict) 
         train, test = data, raw_test
         labels = None if test.labels is None else test.labels.cpu().numpy()
         test_record = {"source": "array", "reader": "dataset"}
-        test_record["sha256"] = _array_sha256(test.images.cpu().numpy(), labels)
+        test_record["sha256"] = array_sha256(test.images.cpu().numpy(), labels)
         _check_alike(train, test)
     else:
         raw_test.test_layout = raw_test.layout
@@ -419,7 +375,7 @@ def _from_dataset(data: Dataset, raw_test: Raw | Dataset | None, options: dict) 
     info = {
         "source": "array",
         "reader": "dataset",
-        "sha256": _array_sha256(images, None if data.labels is None else data.labels.cpu().numpy()),
+        "sha256": array_sha256(images, None if data.labels is None else data.labels.cpu().numpy()),
         "test_source": test_record,
         "labels": None if data.labels is None else "dataset",
         "kind": data.kind,
@@ -434,17 +390,3 @@ def _from_dataset(data: Dataset, raw_test: Raw | Dataset | None, options: dict) 
         "options": options,
     }
     return train, test, info
-
-
-def check_recorded(info: dict[str, Any]) -> None:
-    """Refuse data that moved or changed since `info` was recorded: one line naming --dataset."""
-    source, reader = info.get("source"), info.get("reader")
-    if reader in ("named", "array", "dataset") or source is None:
-        if source == "array":
-            raise UsageError("the run was trained on an in-memory array; pass --dataset")
-        return
-    path = Path(source)
-    if not path.exists():
-        raise UsageError(f"{path}: the run's data is no longer there; pass --dataset PATH")
-    if source_sha256(path) != info["sha256"]:
-        raise UsageError(f"{path}: changed since the run read it (sha256 differs); pass --dataset")

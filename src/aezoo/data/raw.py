@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from aezoo.errors import UsageError
 
@@ -52,3 +53,23 @@ def open_error(path: Path, err: Exception, what: str) -> UsageError:
     if isinstance(err, FileNotFoundError):
         return UsageError(f"{path}: no such file")
     return UsageError(f"{path}: not a readable {what} ({err})")
+
+
+def as_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A numpy view of an array or a tensor (bfloat16 widened: numpy has none)."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu()
+        if array.dtype == torch.bfloat16:
+            array = array.float()  # numpy has no bfloat16
+        return array.numpy()
+    return np.asarray(array)
+
+
+def array_sha256(*arrays: np.ndarray | None) -> str:
+    """sha256 of arrays' dtypes, shapes and bytes: the checksum of in-memory data."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            digest.update(f"{a.dtype.str}{a.shape}".encode())
+            digest.update(np.ascontiguousarray(a).data)
+    return digest.hexdigest()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,3 +143,17 @@ def read_npy(path: Path) -> Raw:
         array.close()
         raise UsageError(f"{path}: an .npz archive, not a .npy array; rename it to .npz")
     return Raw(array, None, path.stem, record_of(path, "npy", file_sha256(path)))
+
+
+def check_recorded(info: dict[str, Any]) -> None:
+    """Refuse data that moved or changed since `info` was recorded: one line naming --dataset."""
+    source, reader = info.get("source"), info.get("reader")
+    if reader in ("named", "array", "dataset") or source is None:
+        if source == "array":
+            raise UsageError("the run was trained on an in-memory array; pass --dataset")
+        return
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"{path}: the run's data is no longer there; pass --dataset PATH")
+    if source_sha256(path) != info["sha256"]:
+        raise UsageError(f"{path}: changed since the run read it (sha256 differs); pass --dataset")
