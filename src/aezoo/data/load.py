@@ -316,8 +316,7 @@ def _prepare(
 def _named(name: str, data_dir: str | os.PathLike | None, options: dict) -> tuple:
     parts = [load_arrays(name, split, data_dir) for split in ("train", "test")]
     train, test = (
-        Dataset(torch.from_numpy(x[:, None]), torch.from_numpy(y).long(), name)
-        for x, y in parts
+        Dataset(torch.from_numpy(x[:, None]), torch.from_numpy(y).long(), name) for x, y in parts
     )
     info = {
         "source": name,
