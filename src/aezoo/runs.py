@@ -24,7 +24,7 @@ from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, split_op
 from aezoo.data import Dataset, binarize_once, load_dataset
 from aezoo.data.batches import Batches, parse_corruption
 from aezoo.device import place_model
-from aezoo.errors import UsageError
+from aezoo.errors import TrainingError, UsageError
 from aezoo.io import TEMPORARY as TEMPORARY  # re-exported: what a run folder may hold
 from aezoo.io import atomic_write as atomic_write
 from aezoo.io import read_safetensors, write_safetensors
@@ -40,8 +40,19 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 
 
+def refuse_non_finite(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Weights that are not finite are never written: a checkpoint is "the last good one"."""
+    floats = [(k, t) for k, t in tensors.items() if t.is_floating_point() and t.numel()]
+    if floats and not bool(torch.stack([t.detach().isfinite().all() for _, t in floats]).all()):
+        name = next(k for k, t in floats if not bool(t.detach().isfinite().all()))
+        raise TrainingError(
+            f"not writing {path}: tensor {name!r} is non-finite; the last good checkpoint is kept"
+        )
+
+
 def save_weights(model: nn.Module, path: Path) -> None:
-    """The model's state dict as safetensors, atomically."""
+    """The model's state dict as safetensors, atomically (refused when not finite)."""
+    refuse_non_finite(model.state_dict(), path)
     write_safetensors(path, model.state_dict())
 
 
@@ -97,6 +108,7 @@ def save_checkpoint(
         "param_groups": json.dumps(opt["param_groups"]),
         "optim_scalars": json.dumps(scalars),
     }
+    refuse_non_finite(saved, Path(run_dir) / CHECKPOINT)
     write_safetensors(Path(run_dir) / CHECKPOINT, saved, metadata)
 
 
