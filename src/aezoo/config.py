@@ -21,6 +21,9 @@ from aezoo.errors import UsageError
 from aezoo.io import load_json as load_json  # re-exported: configs are read as JSON
 
 DEVICE_PATTERN = r"auto|(cpu|cuda|mps)(:\d+)?"  # what a device option accepts
+# Seeds are checked once, at the smallest limit of what they seed (NumPy's and scikit-learn's
+# random_state), so every generator downstream takes them.
+SEED_HIGH = 2**32 - 1
 
 C = TypeVar("C")
 
@@ -213,7 +216,7 @@ class TrainConfig:
     kl_cycles: int = option(
         0, "cyclical KL annealing: this many 0→β ramps over training (Fu et al. 2019)", low=0
     )
-    seed: int = option(0, "seed for weights, data order, noise and sampling", low=0)
+    seed: int = option(0, "seed for weights, data order, noise and sampling", low=0, high=SEED_HIGH)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = option(
         "fp32",

@@ -19,12 +19,13 @@ from aezoo.cli.flags import (
 from aezoo.config import TrainConfig
 from aezoo.device import resolve_device
 from aezoo.explore import SAMPLERS, explore_run, sample_run
-from aezoo.io import atomic_write
+from aezoo.io import atomic_write, check_destination
 from aezoo.metrics import evaluate, iwae_nll
 from aezoo.models import MODELS, build, count_parameters
 from aezoo.models.pixelcnn import PixelCNNConfig
 from aezoo.prior import PRIOR_DIR, train_prior
 from aezoo.report import write_report
+from aezoo.runfiles import check_writable, no_links
 from aezoo.runs import load, load_data, make_batches
 from aezoo.studies.zoo import list_runs, runs_table
 
@@ -104,6 +105,8 @@ def eval_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.json:
+        check_destination(Path(args.json))
     device = resolve_device(args.device)
     run = load(args.run_dir, device=device)
     _, test = load_data(run.spec.data)
@@ -156,6 +159,7 @@ def sample_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    check_run_folder(args.run_dir)
     modes = None if args.mode == "all" else (args.mode,)
     for path in sample_run(
         args.run_dir,
@@ -172,6 +176,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_run_folder(run_dir: str) -> None:
+    """A run folder that figures will be written into: no links in it, and writable."""
+    if Path(run_dir).is_dir():
+        no_links(run_dir)
+        check_writable(run_dir)
+
+
 def explore_flags(p: argparse.ArgumentParser) -> None:
     _latent_flags(p)
     p.add_argument(
@@ -183,6 +194,7 @@ def explore_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
+    check_run_folder(args.run_dir)
     for path in explore_run(args.run_dir, args.sampler, args.tsne_points, args.seed, args.device):
         print(path)
     _refresh_report(args.run_dir)
