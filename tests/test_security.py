@@ -217,8 +217,18 @@ def bomb(path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: an .npz header's shape is allocated unchecked")
-@pytest.mark.parametrize("command", ["train", "anomaly tabular"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "train",
+        pytest.param(
+            "anomaly tabular",
+            marks=pytest.mark.xfail(
+                strict=True, reason="issue 16: an .npz header's shape is allocated unchecked"
+            ),
+        ),
+    ],
+)
 def test_an_npz_bomb_is_refused_before_allocating(command: str, tmp_path: Path) -> None:
     npz = bomb(tmp_path / "bomb.npz")
     out = tmp_path / "out"

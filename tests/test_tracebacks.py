@@ -196,13 +196,11 @@ def test_a_seed_out_of_range_is_refused_before_the_folder(tmp_path: Path) -> Non
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: explore --tsne-points 1 is a traceback")
 def test_explore_with_one_tsne_point(tiny_run, tmp_path: Path) -> None:
     run = copy_run(tiny_run.path, tmp_path / "run")
     assert_clean(cli(["explore", run, "--tsne-points=1"]))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: explore on a run of one image is a traceback")
 def test_explore_a_run_trained_on_one_image(tmp_path: Path) -> None:
     run = tmp_path / "run"
     options = [a for a in TINY_FLAGS if "subset" not in a]
@@ -273,7 +271,6 @@ def test_tabular_x_test_of_another_width(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.xfail(strict=True, reason="issue 16: load(device='cuda') is an AssertionError")
 def test_load_on_cuda_without_cuda_is_a_value_error(tiny_run) -> None:
     with pytest.raises(Exception) as info:
         aezoo.load(tiny_run.path, device="cuda")
@@ -307,7 +304,6 @@ def test_a_kill_during_the_first_config_write_leaves_a_usable_folder(tmp_path: P
 # --- errors longer than one line -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: an array passed as dataset= prints its repr")
 def test_an_array_as_dataset_is_a_one_line_error(tmp_path: Path) -> None:
     images = (load_digits().images[:64] / 16).astype(np.float32)  # [64, 8, 8] in [0, 1]
     with pytest.raises(ValueError) as info:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -55,6 +56,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def describe(value: Any) -> str:
+    """A value for a one-line message: its repr, cut to 60 characters (an array's repr spans
+    dozens of lines), with its type where the repr is cut."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 50
+    text = " ".join(short.repr(value).split())
+    if len(text) > 60:
+        text = f"{text[:57]}... ({type(value).__name__})"
+    return text
+
+
 def _coerce(name: str, tp: Any, value: Any) -> Any:
     """Check `value` against the annotation `tp`; return it in canonical form (lists → tuples)."""
     origin = get_origin(tp)
@@ -68,33 +80,33 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
                 return _coerce(name, arg, value)
             except UsageError:
                 pass
-        raise UsageError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+        raise UsageError(f"{name}: expected {_type_name(tp)}, got {describe(value)}")
     if origin is Literal:
         if value not in get_args(tp):
-            raise UsageError(f"{name}: expected one of {_type_name(tp)}, got {value!r}")
+            raise UsageError(f"{name}: expected one of {_type_name(tp)}, got {describe(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise UsageError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+            raise UsageError(f"{name}: expected {_type_name(tp)}, got {describe(value)}")
         item = get_args(tp)[0]
         return tuple(_coerce(name, item, v) for v in value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise UsageError(f"{name}: expected true or false, got {value!r}")
+            raise UsageError(f"{name}: expected true or false, got {describe(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{name}: expected an integer, got {value!r}")
+            raise UsageError(f"{name}: expected an integer, got {describe(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{name}: expected a number, got {value!r}")
+            raise UsageError(f"{name}: expected a number, got {describe(value)}")
         if value != value or value in (float("inf"), float("-inf")):
-            raise UsageError(f"{name}: expected a finite number, got {value!r}")
+            raise UsageError(f"{name}: expected a finite number, got {describe(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise UsageError(f"{name}: expected a string, got {value!r}")
+            raise UsageError(f"{name}: expected a string, got {describe(value)}")
         return value
     raise TypeError(f"unsupported config annotation {tp!r} for {name}")
 
@@ -105,11 +117,11 @@ def _check_range(name: str, meta: Mapping[str, Any], value: Any) -> None:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
         if meta.get("positive") and not v > 0:
-            raise UsageError(f"{name}: must be > 0, got {v!r}")
+            raise UsageError(f"{name}: must be > 0, got {describe(v)}")
         if meta.get("low") is not None and v < meta["low"]:
-            raise UsageError(f"{name}: must be >= {meta['low']}, got {v!r}")
+            raise UsageError(f"{name}: must be >= {meta['low']}, got {describe(v)}")
         if meta.get("high") is not None and v > meta["high"]:
-            raise UsageError(f"{name}: must be <= {meta['high']}, got {v!r}")
+            raise UsageError(f"{name}: must be <= {meta['high']}, got {describe(v)}")
 
 
 def validate(config: Any) -> None:

@@ -323,6 +323,7 @@ def page(title: str, body: str) -> str:
 def write_report(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report.html (atomically) and return its path."""
     path = Path(run_dir) / REPORT
+    text = render_report(run_dir)
     check_writable(run_dir)
-    atomic_write(path, render_report(run_dir).encode("utf-8"))
+    atomic_write(path, text.encode("utf-8"))
     return path

@@ -23,7 +23,7 @@ from aezoo import distributed
 from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, split_options, to_dict
 from aezoo.data import Dataset, binarize_once, load_dataset
 from aezoo.data.batches import Batches, parse_corruption
-from aezoo.device import place_model
+from aezoo.device import place_model, resolve_device
 from aezoo.errors import TrainingError, UsageError
 from aezoo.io import TEMPORARY as TEMPORARY  # re-exported: what a run folder may hold
 from aezoo.io import atomic_write as atomic_write
@@ -390,5 +390,5 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     else:
         raise UsageError(f"{run_dir}: no weights ({WEIGHTS} or {CHECKPOINT})")
     summary = load_json(run_dir / SUMMARY) if (run_dir / SUMMARY).exists() else {}
-    model = place_model(model, torch.device(device), spec.train)
+    model = place_model(model, resolve_device(str(device)), spec.train)
     return Run(path=run_dir, model=model.eval(), spec=spec, summary=summary)

@@ -183,11 +183,19 @@ def check_run_folder(run_dir: str) -> None:
         check_writable(run_dir)
 
 
+def tsne_points(text: str) -> int:
+    """0 (no t-SNE) or at least 5 points: t-SNE of fewer shows nothing."""
+    value = int(text) if text.strip().lstrip("-").isdigit() else -1
+    if value != 0 and value < 5:
+        raise argparse.ArgumentTypeError(f"expected 0 (skip) or at least 5, got {text!r}")
+    return value
+
+
 def explore_flags(p: argparse.ArgumentParser) -> None:
     _latent_flags(p)
     p.add_argument(
         "--tsne-points",
-        type=int,
+        type=tsne_points,
         default=5000,
         help="t-SNE on a seeded subset of this many test latents (0 skips it)",
     )
