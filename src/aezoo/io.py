@@ -27,8 +27,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _new_file_mode())  # mkstemp's 0600, made what open() would give
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), _new_file_mode())  # mkstemp's 0600, made what open() gives
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -23,7 +23,15 @@ from torch import nn
 
 from aezoo import distributed, figures, report, tblog
 from aezoo import runs as ckpt
-from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, split_options, to_dict
+from aezoo.config import (
+    DataConfig,
+    TrainConfig,
+    describe,
+    from_dict,
+    load_json,
+    split_options,
+    to_dict,
+)
 from aezoo.data import Dataset
 from aezoo.data.batches import Batches
 from aezoo.device import place_model, resolve_device, set_up_device
@@ -155,8 +163,9 @@ def _resumable_records(
         field = None
     if field is not None:
         raise UsageError(
-            f"{where}: {field or 'config'} is {_at(current, field)!r}, its checkpoint was "
-            f"trained with {_at(saved, field)!r}; a resume cannot change it (train a new run)"
+            f"{where}: {field or 'config'} is {describe(_at(current, field))}, its checkpoint "
+            f"was trained with {describe(_at(saved, field))}; a resume cannot change it (train a "
+            "new run)"
         )
     if epoch > total:
         raise UsageError(f"{run_dir / ckpt.CHECKPOINT}: epoch {epoch} is beyond the run's {total}")
