@@ -433,7 +433,6 @@ def assert_clean_run_listing(result: tuple[int, str, str]) -> None:
     assert code == 0 and "Traceback" not in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: an edited summary.json crashes report / runs")
 @settings(SETTINGS, max_examples=20, phases=NO_SHRINK)
 @given(data=st.data(), command=st.sampled_from(["report", "runs"]))
 def test_an_edited_summary_json_is_never_a_traceback(
@@ -468,7 +467,6 @@ def edited_metrics(draw: st.DrawFn, lines: list[str]) -> str:
     return "".join(line + "\n" for line in out)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: an edited metrics.jsonl wipes or crashes")
 @settings(SETTINGS, max_examples=20, phases=NO_SHRINK)
 @given(data=st.data(), command=st.sampled_from(["report", "runs", "resume"]))
 def test_an_edited_metrics_jsonl_is_never_a_traceback_nor_a_loss(
@@ -510,7 +508,6 @@ def edited_metadata(draw: st.DrawFn, metadata: dict[str, str]) -> dict[str, str]
     return {**metadata, key: value}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: crafted checkpoint metadata is a traceback")
 @settings(SETTINGS, max_examples=20, phases=NO_SHRINK)
 @given(data=st.data())
 def test_edited_checkpoint_metadata_is_never_a_traceback(
@@ -548,7 +545,6 @@ LINK_COMMANDS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: symlinks in a run folder are followed")
 @settings(SETTINGS, max_examples=20, phases=NO_SHRINK)
 @given(entry=st.sampled_from(LINKABLE), command=st.sampled_from(sorted(LINK_COMMANDS)))
 def test_symlinks_in_a_run_folder_are_never_followed_out_of_it(

@@ -26,7 +26,6 @@ def all_finite(path: Path) -> bool:
 # --- 1. a diverged last step is never saved as "the last good checkpoint" ----------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: a step that makes the weights NaN is saved")
 def test_a_diverged_step_is_never_checkpointed(tmp_path: Path) -> None:
     # One step per epoch: the first step's loss is finite, the step itself makes the weights NaN,
     # and the loop only looks at the loss before each step.
@@ -52,7 +51,6 @@ DAMAGES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: --resume wipes summary.json / trains on")
 @pytest.mark.parametrize("finished", [True, False], ids=["finished", "unfinished"])
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_resume_refuses_a_damaged_metrics_file(
@@ -94,13 +92,7 @@ STUDIES = {
 }
 
 
-OVERWRITES = pytest.mark.xfail(strict=True, reason="issue 16: the output folder is overwritten")
-
-
-@pytest.mark.parametrize(
-    "command",
-    [pytest.param(c, marks=[] if c == "codebook-study" else OVERWRITES) for c in STUDIES],
-)
+@pytest.mark.parametrize("command", list(STUDIES))
 def test_an_output_folder_with_user_files_is_refused(command: str, tmp_path: Path) -> None:
     argv, name = STUDIES[command]
     argv = [a.format(npz=tabular_npz(tmp_path / "rows.npz")) for a in argv]
@@ -121,7 +113,6 @@ def test_an_output_folder_with_user_files_is_refused(command: str, tmp_path: Pat
     ],
     ids=["sweep --beta 1,1", "codebook-study --sizes 4,0"],
 )
-@pytest.mark.xfail(strict=True, reason="issue 16: options checked only after training")
 def test_options_are_checked_before_anything_trains(
     argv: list[str], option: str, tmp_path: Path
 ) -> None:
@@ -133,7 +124,6 @@ def test_options_are_checked_before_anything_trains(
 # --- 4. an edited config.json or a crafted checkpoint epoch is refused, naming the field -----
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: an edited config.json is silently accepted")
 @pytest.mark.parametrize(
     "section, field, value",
     [("train", "lr", 0.5), ("train", "seed", 7), ("data", "train_subset", 150)],
@@ -151,7 +141,6 @@ def test_resume_refuses_an_edited_config(
     assert snapshot_folder(run) == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: epochs 2→4 by editing config.json is not exact")
 def test_extending_epochs_is_refused_or_exact(tmp_path: Path) -> None:
     run, real = tmp_path / "run", tmp_path / "real"
     assert cli(["train", "dense-ae", *TINY_FLAGS, "--epochs=2", "--out", run])[0] == 0
@@ -179,7 +168,6 @@ def set_metadata(path: Path, **changes: str) -> None:
     save_file(tensors, path, metadata=metadata)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: a crafted checkpoint epoch is trusted")
 @pytest.mark.parametrize("epoch", ["-5", "1000"])
 def test_resume_refuses_a_crafted_checkpoint_epoch(
     epoch: str, unfinished_run: Path, tmp_path: Path

@@ -45,7 +45,6 @@ def embedded(report: Path) -> list[bytes]:
 # --- 5. symlinks inside a run folder -------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: report follows a figure symlink out of the run")
 @pytest.mark.parametrize("target", ["/proc/self/environ", "outside file"])
 def test_report_never_embeds_a_file_outside_the_run(target: str, tiny_run, tmp_path: Path) -> None:
     run = copy_run(tiny_run.path, tmp_path / "run")
@@ -70,7 +69,6 @@ def outside_folder(run: Path, name: str, tmp_path: Path) -> Path:
     return outside
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: writes follow a figures/ symlink out of the run")
 @pytest.mark.parametrize(
     "command",
     [["sample", "{run}", "--n=4"], ["explore", "{run}", "--tsne-points=0"]],
@@ -87,7 +85,6 @@ def test_a_figures_symlink_is_never_written_through(
     assert snapshot_folder(outside) == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: --resume writes through a checkpoint/ symlink")
 def test_a_checkpoint_symlink_is_never_written_through(
     unfinished_run: Path, tmp_path: Path
 ) -> None:
@@ -103,7 +100,6 @@ def test_a_checkpoint_symlink_is_never_written_through(
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: `aezoo runs` prints escape sequences")
 def test_runs_prints_no_terminal_escape_sequences(tiny_run, tmp_path: Path) -> None:
     run = copy_run(tiny_run.path, tmp_path / "runs" / "run")
     config = json.loads((run / "config.json").read_text())
@@ -114,7 +110,6 @@ def test_runs_prints_no_terminal_escape_sequences(tiny_run, tmp_path: Path) -> N
     assert not CONTROL.search(out + err), repr(out + err)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: zoo.md carries raw HTML")
 def test_zoo_markdown_escapes_html(tmp_path: Path) -> None:
     data_dir = tmp_path / "<img src=x onerror=alert(1)>"
     shutil.copytree(MNIST_DIR, data_dir)
@@ -137,7 +132,6 @@ def umask() -> Iterator[Callable[[int], int]]:
     os.umask(old)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: atomic writes leave mode 0600")
 @pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask 022", "umask 027"])
 def test_written_files_respect_the_umask(mask: int, umask, tiny_run, tmp_path: Path) -> None:
     run = copy_run(tiny_run.path, tmp_path / "run")
@@ -174,7 +168,6 @@ def cli_limited(argv: list[object], tmp_path: Path) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: latent_dim 10**9 is allocated")
 @pytest.mark.parametrize("command", ["eval", "resume"])
 def test_a_huge_latent_dim_in_config_json_is_refused(
     command: str, tiny_run, tmp_path: Path
@@ -194,7 +187,6 @@ def mnist_npz(path: Path, labels: np.ndarray | None = None) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: a label of 10**12 sizes the model")
 def test_a_huge_label_is_refused(tmp_path: Path) -> None:
     data = aezoo.load_dataset("mnist", data_dir=MNIST_DIR).subset(200, seed=0)
     labels = data.labels.numpy().astype(np.int64)

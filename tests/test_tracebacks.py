@@ -54,21 +54,7 @@ def damage(run: Path, case: str) -> str:
     return name
 
 
-# Cases today's code already handles stay as plain tests, guarding the fixes of the others.
-REPORT_PASSES = {
-    "summary.json test_mse is a list",
-    "metrics.jsonl test_loss is text",
-    "config.json data is a list",
-}
-RUNS_PASSES = {"metrics.jsonl line is a list", "metrics.jsonl test_loss is text"}
-
-
-def marked(cases: dict, passes: set[str], reason: str) -> list:
-    mark = pytest.mark.xfail(strict=True, reason=f"issue 16: {reason}")
-    return [pytest.param(c, marks=[] if c in passes else mark) for c in cases]
-
-
-@pytest.mark.parametrize("case", marked(WRONG_SHAPES, REPORT_PASSES, "report crashes on it"))
+@pytest.mark.parametrize("case", list(WRONG_SHAPES))
 def test_report_on_a_file_of_the_wrong_shape(case: str, tiny_run, tmp_path: Path) -> None:
     run = copy_run(tiny_run.path, tmp_path / "run")
     name = damage(run, case)
@@ -77,7 +63,7 @@ def test_report_on_a_file_of_the_wrong_shape(case: str, tiny_run, tmp_path: Path
         assert_one_line(result, name)
 
 
-@pytest.mark.parametrize("case", marked(WRONG_SHAPES, RUNS_PASSES, "one bad run aborts `runs`"))
+@pytest.mark.parametrize("case", list(WRONG_SHAPES))
 def test_runs_skips_a_bad_run_with_a_warning(case: str, tiny_run, tmp_path: Path) -> None:
     good = copy_run(tiny_run.path, tmp_path / "runs" / "good")
     bad = copy_run(tiny_run.path, tmp_path / "runs" / "bad")
@@ -93,7 +79,6 @@ def test_runs_skips_a_bad_run_with_a_warning(case: str, tiny_run, tmp_path: Path
 # --- destinations checked before the work --------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the destination is checked after the work")
 @pytest.mark.parametrize("command", ["eval --json", "anomaly --json", "bench --out"])
 def test_a_destination_that_cannot_be_written_is_refused_first(
     command: str, tiny_run, tmp_path: Path
@@ -183,7 +168,6 @@ def read_only(monkeypatch: pytest.MonkeyPatch):
     return make
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: a read-only run folder is a traceback")
 @pytest.mark.parametrize("command", ["report", "sample", "explore", "resume"])
 def test_a_read_only_run_folder_is_one_line(
     command: str, tiny_run, unfinished_run: Path, tmp_path: Path, read_only
@@ -204,7 +188,6 @@ def test_a_read_only_run_folder_is_one_line(
 # --- seeds, tiny data, odd options ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: a seed beyond 2**63 passes validation")
 def test_a_seed_out_of_range_is_refused_before_the_folder(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert_one_line(
@@ -213,13 +196,11 @@ def test_a_seed_out_of_range_is_refused_before_the_folder(tmp_path: Path) -> Non
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: explore --tsne-points 1 is a traceback")
 def test_explore_with_one_tsne_point(tiny_run, tmp_path: Path) -> None:
     run = copy_run(tiny_run.path, tmp_path / "run")
     assert_clean(cli(["explore", run, "--tsne-points=1"]))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: explore on a run of one image is a traceback")
 def test_explore_a_run_trained_on_one_image(tmp_path: Path) -> None:
     run = tmp_path / "run"
     options = [a for a in TINY_FLAGS if "subset" not in a]
@@ -230,7 +211,6 @@ def test_explore_a_run_trained_on_one_image(tmp_path: Path) -> None:
     assert_clean(cli(["explore", run, "--tsne-points=10"]))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: sample --sampler gmm --seed -1 is a traceback")
 def test_sample_gmm_with_a_negative_seed(tiny_run, tmp_path: Path) -> None:
     run = copy_run(tiny_run.path, tmp_path / "run")
     before = snapshot_folder(run)
@@ -261,21 +241,9 @@ CRAFTED = {
     "tensor optim.x": "optim.x",
     "tensor optim.a.exp_avg": "optim.a.exp_avg",
 }
-CRAFTED_REFUSED = {"param_groups of the wrong keys", "param_groups params not indices"}
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            c,
-            marks=[]
-            if c in CRAFTED_REFUSED
-            else pytest.mark.xfail(strict=True, reason="issue 16: crafted checkpoint metadata"),
-        )
-        for c in CRAFTED
-    ],
-)
+@pytest.mark.parametrize("case", list(CRAFTED))
 def test_crafted_checkpoint_metadata_is_one_line(
     case: str, unfinished_run: Path, tmp_path: Path
 ) -> None:
@@ -293,7 +261,6 @@ def test_crafted_checkpoint_metadata_is_one_line(
 # --- tabular data, devices -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: x_test of another width is a traceback")
 def test_tabular_x_test_of_another_width(tmp_path: Path) -> None:
     npz = tabular_npz(tmp_path / "rows.npz", test_width=20)
     out = tmp_path / "out"
@@ -304,7 +271,6 @@ def test_tabular_x_test_of_another_width(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.xfail(strict=True, reason="issue 16: load(device='cuda') is an AssertionError")
 def test_load_on_cuda_without_cuda_is_a_value_error(tiny_run) -> None:
     with pytest.raises(Exception) as info:
         aezoo.load(tiny_run.path, device="cuda")
@@ -325,7 +291,6 @@ def test_a_truncated_memory_mapped_npy_is_a_clear_message() -> None:
 # --- a kill during the very first config.json write ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: neither train nor --resume takes the folder")
 def test_a_kill_during_the_first_config_write_leaves_a_usable_folder(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
@@ -339,7 +304,6 @@ def test_a_kill_during_the_first_config_write_leaves_a_usable_folder(tmp_path: P
 # --- errors longer than one line -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: an array passed as dataset= prints its repr")
 def test_an_array_as_dataset_is_a_one_line_error(tmp_path: Path) -> None:
     images = (load_digits().images[:64] / 16).astype(np.float32)  # [64, 8, 8] in [0, 1]
     with pytest.raises(ValueError) as info:
@@ -356,6 +320,5 @@ def test_one_dimensional_tabular_rows_are_a_one_line_error() -> None:
     assert "\n" not in str(info.value), str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: a path with a newline is two lines")
 def test_a_path_with_a_newline_is_one_line(tmp_path: Path) -> None:
     assert_one_line(cli(["eval", tmp_path / "no\nsuch run"]))

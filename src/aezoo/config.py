@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -22,6 +23,9 @@ from aezoo.errors import UsageError
 from aezoo.io import load_json as load_json  # re-exported: configs are read as JSON
 
 DEVICE_PATTERN = r"auto|(cpu|cuda|mps)(:\d+)?"  # what a device option accepts
+# Seeds are checked once, at the smallest limit of what they seed (NumPy's and scikit-learn's
+# random_state), so every generator downstream takes them.
+SEED_HIGH = 2**32 - 1
 
 C = TypeVar("C")
 
@@ -53,10 +57,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _shown(value: Any) -> str:
-    """A value for an error line: its repr, or its type where that is long (an array)."""
-    text = repr(value)
-    return text if len(text) <= 80 and "\n" not in text else f"a {type(value).__name__}"
+def describe(value: Any) -> str:
+    """A value for a one-line message: its repr, cut to 60 characters (an array's repr spans
+    dozens of lines), with its type where the repr is cut."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 50
+    text = " ".join(short.repr(value).split())
+    if len(text) > 60:
+        text = f"{text[:57]}... ({type(value).__name__})"
+    return text
 
 
 def _coerce(name: str, tp: Any, value: Any) -> Any:
@@ -72,33 +81,33 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
                 return _coerce(name, arg, value)
             except UsageError:
                 pass
-        raise UsageError(f"{name}: expected {_type_name(tp)}, got {_shown(value)}")
+        raise UsageError(f"{name}: expected {_type_name(tp)}, got {describe(value)}")
     if origin is Literal:
         if value not in get_args(tp):
-            raise UsageError(f"{name}: expected one of {_type_name(tp)}, got {_shown(value)}")
+            raise UsageError(f"{name}: expected one of {_type_name(tp)}, got {describe(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise UsageError(f"{name}: expected {_type_name(tp)}, got {_shown(value)}")
+            raise UsageError(f"{name}: expected {_type_name(tp)}, got {describe(value)}")
         item = get_args(tp)[0]
         return tuple(_coerce(name, item, v) for v in value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise UsageError(f"{name}: expected true or false, got {_shown(value)}")
+            raise UsageError(f"{name}: expected true or false, got {describe(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{name}: expected an integer, got {_shown(value)}")
+            raise UsageError(f"{name}: expected an integer, got {describe(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{name}: expected a number, got {_shown(value)}")
+            raise UsageError(f"{name}: expected a number, got {describe(value)}")
         if value != value or value in (float("inf"), float("-inf")):
-            raise UsageError(f"{name}: expected a finite number, got {_shown(value)}")
+            raise UsageError(f"{name}: expected a finite number, got {describe(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise UsageError(f"{name}: expected a string, got {_shown(value)}")
+            raise UsageError(f"{name}: expected a string, got {describe(value)}")
         return value
     raise TypeError(f"unsupported config annotation {tp!r} for {name}")
 
@@ -109,11 +118,11 @@ def _check_range(name: str, meta: Mapping[str, Any], value: Any) -> None:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
         if meta.get("positive") and not v > 0:
-            raise UsageError(f"{name}: must be > 0, got {v!r}")
+            raise UsageError(f"{name}: must be > 0, got {describe(v)}")
         if meta.get("low") is not None and v < meta["low"]:
-            raise UsageError(f"{name}: must be >= {meta['low']}, got {v!r}")
+            raise UsageError(f"{name}: must be >= {meta['low']}, got {describe(v)}")
         if meta.get("high") is not None and v > meta["high"]:
-            raise UsageError(f"{name}: must be <= {meta['high']}, got {v!r}")
+            raise UsageError(f"{name}: must be <= {meta['high']}, got {describe(v)}")
 
 
 def validate(config: Any) -> None:
@@ -245,7 +254,7 @@ class TrainConfig:
     kl_cycles: int = option(
         0, "cyclical KL annealing: this many 0→β ramps over training (Fu et al. 2019)", low=0
     )
-    seed: int = option(0, "seed for weights, data order, noise and sampling", low=0)
+    seed: int = option(0, "seed for weights, data order, noise and sampling", low=0, high=SEED_HIGH)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = option(
         "fp32",

@@ -11,3 +11,9 @@ class TrainingError(RuntimeError):
 
 class Interrupted(KeyboardInterrupt):
     """Training was stopped by the user (Ctrl-C); the message says how to resume."""
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters (terminal escapes, newlines) written as escapes, so
+    what a file or a path holds never drives a terminal nor breaks a one-line message."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))

@@ -142,7 +142,7 @@ def manifold(model: nn.Module, n: int = 15, span: float = 3.0) -> list[Tensor]:
 def tsne(codes: np.ndarray, points: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """2-D t-SNE of a seeded subset of `points` latents; returns (embedding, chosen indices)."""
     chosen = np.sort(np.random.default_rng(seed).permutation(len(codes))[:points])
-    perplexity = min(30.0, max(2.0, (len(chosen) - 1) / 3))
+    perplexity = min(30.0, max(2.0, (len(chosen) - 1) / 3), len(chosen) - 1)  # < n, as TSNE needs
     embedding = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
         codes[chosen]
     )
@@ -284,6 +284,8 @@ def explore_run(
     shape = latent_shape(model, test_batches)
     paths = _draw_samples(run, train_batches, shape, 100, sampler, None, seed)
     codes, labels = latents(model, test_batches)
+    if len(codes) < 2:  # an interpolation needs two test images
+        raise UsageError(f"{run_dir}: explore needs at least 2 test images, the run has 1")
     i, j = first_of_labels(labels, (4, 9))
     y = (None, None) if labels is None else (int(labels[i]), int(labels[j]))
     paths.append(_interpolation_figure(run, test_batches, i, j, out / "interpolation.png"))

@@ -27,6 +27,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _new_file_mode())  # mkstemp's 0600, made what open() would give
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -40,6 +41,13 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _new_file_mode() -> int:
+    """The mode a new file gets under the process's umask (read without changing it for long)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def remove_temporaries(folder: Path) -> None:
@@ -89,3 +97,27 @@ def write_safetensors(
     """Tensors (moved to the CPU, made contiguous) as a safetensors file, atomically."""
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     atomic_write(path, st_save(cpu, metadata=dict(metadata) if metadata else None))
+
+
+def check_destination(path: Path, *, folder: bool = False) -> None:
+    """Where a command will write (a file, or a `folder`) is checked before the work: not a
+    folder where a file is meant (nor the reverse), under a writable folder."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{path} exists and is not a folder; choose another --out")
+    if not folder and path.is_dir():
+        raise UsageError(f"{path} is a folder; give the name of a file to write")
+    above = next(
+        p for p in [path.parent, *path.parent.parents] if p.exists() or p == Path(p.anchor)
+    )
+    if not above.is_dir() or not os.access(above, os.W_OK):
+        raise UsageError(f"cannot write {path}: {above} is not a writable folder")
+
+
+def new_output_folder(path: Path) -> Path:
+    """The rule of every --out folder: absent or empty, so no user file is ever overwritten."""
+    path = Path(path)
+    check_destination(path, folder=True)
+    if path.is_dir() and any(path.iterdir()):
+        raise UsageError(f"{path} already exists and is not empty; choose another --out")
+    return path

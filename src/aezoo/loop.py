@@ -279,6 +279,7 @@ def _end_epoch(
             f"the loss became non-finite in epoch {state.index + 1}; try a lower "
             "--lr or --clip-grad. The last good checkpoint is kept."
         )
+    check_parameters(model, f"in epoch {state.index + 1}")
     seconds = time.perf_counter() - started  # after the check's sync: the device is done
     record: dict[str, Any] = {"epoch": state.index + 1}
     record.update({f"train_{k}": float(v) / seen for k, v in sums.items()})
@@ -291,6 +292,19 @@ def _end_epoch(
         eval_seconds=round(time.perf_counter() - started_eval, 3),
     )
     return record
+
+
+def check_parameters(model: nn.Module, when: str) -> None:
+    """A TrainingError naming the first non-finite parameter: a step whose loss was finite can
+    still make the weights NaN, and such weights must never be checkpointed. One host sync."""
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    if not params or bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):
+        return
+    name = next(n for n, p in model.named_parameters() if not bool(p.detach().isfinite().all()))
+    raise TrainingError(
+        f"the weights became non-finite {when} ({name}); try a lower --lr or --clip-grad. "
+        "The last good checkpoint is kept."
+    )
 
 
 def _announce(record: dict[str, Any], epochs: int) -> None:

@@ -23,6 +23,7 @@ from aezoo.errors import UsageError
 from aezoo.figures import FIGURES_DIR, curve_units, drawn_as, figure_info, find_figures
 from aezoo.io import atomic_write
 from aezoo.models import MODELS
+from aezoo.runfiles import check_writable, no_links, read_config, read_summary
 from aezoo.runs import read_metrics
 from aezoo.viz import training_curves
 
@@ -307,6 +308,7 @@ def render_report(run_dir: str | Path) -> str:
     """The HTML text of a run folder's report: a training run (config.json) or an evaluation that
     wrote results.json and figures/ (the anomaly protocols)."""
     run_dir = Path(run_dir)
+    no_links(run_dir)  # a figure linked from elsewhere is never embedded
     if not (run_dir / ckpt.CONFIG).is_file() and (run_dir / RESULTS).is_file():
         results = load_json(run_dir / RESULTS)
         if isinstance(results, dict):
@@ -319,10 +321,8 @@ def render_report(run_dir: str | Path) -> str:
             return page(f"aezoo · {name} · {run_dir.name}", "\n".join(body))
     if not (run_dir / ckpt.CONFIG).is_file():
         raise UsageError(f"{run_dir} is not a run folder (no {ckpt.CONFIG} or {RESULTS})")
-    config = load_json(run_dir / ckpt.CONFIG)
-    if not isinstance(config, dict) or "model" not in config:
-        raise UsageError(f"{run_dir} is not a run folder ({ckpt.CONFIG} names no model)")
-    summary = load_json(run_dir / ckpt.SUMMARY) if (run_dir / ckpt.SUMMARY).exists() else {}
+    config = read_config(run_dir)
+    summary = read_summary(run_dir)
     records = read_metrics(run_dir)
     body = [
         _header(run_dir, config, summary, records),
@@ -351,5 +351,7 @@ def page(title: str, body: str) -> str:
 def write_report(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report.html (atomically) and return its path."""
     path = Path(run_dir) / REPORT
-    atomic_write(path, render_report(run_dir).encode("utf-8"))
+    text = render_report(run_dir)
+    check_writable(run_dir)
+    atomic_write(path, text.encode("utf-8"))
     return path

@@ -24,7 +24,15 @@ from torch import nn
 
 from aezoo import distributed, figures, report, tblog
 from aezoo import runs as ckpt
-from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, split_options, to_dict
+from aezoo.config import (
+    DataConfig,
+    TrainConfig,
+    describe,
+    from_dict,
+    load_json,
+    split_options,
+    to_dict,
+)
 from aezoo.data import Dataset
 from aezoo.data.batches import Batches
 from aezoo.device import place_model, resolve_device, set_up_device
@@ -35,6 +43,7 @@ from aezoo.metrics import evaluator
 from aezoo.models import build_from_config, count_parameters, preset
 from aezoo.resume import Progress, Stop, StopOnSigint
 from aezoo.rundata import ARRAY, data_summary, reread
+from aezoo.runfiles import check_model_size, check_writable, no_links
 from aezoo.runs import (
     RunSpec,
     check_data,
@@ -86,6 +95,7 @@ def train(
     check_data(spec, train_data, test_data)
     run_dir = new_run_dir(model, out)
     run_dir = distributed.broadcast_object(run_dir)  # rank 0's name (it holds a timestamp)
+    check_model_size(spec.model, to_dict(spec.model_config), "the options")
     torch.manual_seed(spec.train.seed)
     net = place_model(build_from_config(spec.model, to_dict(spec.model_config)), device, spec.train)
     optimizer = make_optimizer(net, spec.train)
@@ -122,25 +132,27 @@ def _resume(
         )
     if not (run_dir / ckpt.CONFIG).exists():
         raise UsageError(f"{run_dir} is not a run folder (no {ckpt.CONFIG})")
+    no_links(run_dir)
     spec = RunSpec.from_json(load_json(run_dir / ckpt.CONFIG), str(run_dir / ckpt.CONFIG))
     if "device" in options:
         spec = dataclasses.replace(
             spec, train=dataclasses.replace(spec.train, device=options["device"])
         )
+    check_model_size(spec.model, to_dict(spec.model_config), run_dir / ckpt.CONFIG)
     device = distributed.local_device(resolve_device(spec.train.device))
     set_up_device(device, spec.train)
-    if distributed.is_main():
-        remove_temporaries(run_dir)  # what a kill in mid-write left
     # Killed before its first checkpoint: the seed rebuilds the very start, as train() made it.
     from_start = not (run_dir / ckpt.CHECKPOINT).exists() and not (run_dir / ckpt.WEIGHTS).exists()
     torch.manual_seed(spec.train.seed)
     net = place_model(build_from_config(spec.model, to_dict(spec.model_config)), device, spec.train)
     optimizer = make_optimizer(net, spec.train)
     epoch, state = (0, {}) if from_start else ckpt.load_checkpoint(run_dir, net, optimizer)
+    records = _resumable_records(run_dir, spec, epoch, state)  # before anything is written
     if from_start and not quiet:
         print(f"{run_dir} has no checkpoint yet: training from the start", file=sys.stderr)
-    records = read_metrics(run_dir)[:epoch]
     if distributed.is_main():
+        check_writable(run_dir)
+        remove_temporaries(run_dir)  # what a kill in mid-write left
         atomic_write(
             run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in records).encode()
         )
@@ -148,6 +160,67 @@ def _resume(
     check_data(spec, *data)
     progress = Progress.from_checkpoint(epoch, state)
     return _run(run_dir, spec, net, optimizer, data, epoch, records, quiet, tensorboard, progress)
+
+
+# Fields of config.json that change no number a run computes: a resume may differ in them.
+PRESENTATION = {("aezoo",), ("train", "device"), ("train", "compile"), ("data", "data_dir")}
+
+
+def _changed_field(saved: Any, current: Any, at: tuple[str, ...] = ()) -> str | None:
+    """The first field (dotted) where config.json differs from the checkpoint's copy."""
+    if at in PRESENTATION:
+        return None
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            found = _changed_field(saved.get(key), current.get(key), (*at, str(key)))
+            if found is not None:
+                return found
+        return None
+    return None if saved == current else ".".join(at)
+
+
+def _resumable_records(
+    run_dir: Path, spec: RunSpec, epoch: int, state: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The metrics records a resume continues from, once config.json, the checkpoint and
+    metrics.jsonl are seen to agree; anything else is refused naming the file and field."""
+    where, total = run_dir / ckpt.CONFIG, spec.train.epochs
+    saved = state.get("config", {"train": {"seed": state.get("seed", spec.train.seed)}})
+    current = spec.to_json() if "config" in state else {"train": {"seed": spec.train.seed}}
+    field = _changed_field(saved, current)
+    if field == "train.epochs" and total >= epoch and _extends_exactly(spec, saved, current):
+        field = None
+    if field is not None:
+        raise UsageError(
+            f"{where}: {field or 'config'} is {describe(_at(current, field))}, its checkpoint "
+            f"was trained with {describe(_at(saved, field))}; a resume cannot change it (train a "
+            "new run)"
+        )
+    if epoch > total:
+        raise UsageError(f"{run_dir / ckpt.CHECKPOINT}: epoch {epoch} is beyond the run's {total}")
+    records = read_metrics(run_dir)
+    if len(records) < epoch:
+        raise UsageError(
+            f"{run_dir / ckpt.METRICS} holds {len(records)} complete epoch(s), the checkpoint "
+            f"{epoch}; the run folder is damaged"
+        )
+    return records[:epoch]
+
+
+def _extends_exactly(spec: RunSpec, saved: Any, current: dict[str, Any]) -> bool:
+    """More epochs continue a run exactly only where no schedule depends on their number."""
+    if spec.train.lr_schedule != "constant" or spec.train.kl_cycles:
+        return False
+    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+        return False
+    extended = {**saved, "train": {**saved["train"], "epochs": spec.train.epochs}}
+    return _changed_field(extended, current) is None
+
+
+def _at(obj: Any, field: str) -> Any:
+    for key in field.split(".") if field else []:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
 
 
 def _run(
@@ -222,7 +295,7 @@ def _save_epoch(
     with writing(run_dir, f"epoch {epoch}'s metrics and checkpoint"):
         with open(run_dir / ckpt.METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
-        ckpt.save_checkpoint(run_dir, net, optimizer, epoch, {"seed": spec.train.seed})
+        ckpt.save_checkpoint(run_dir, net, optimizer, epoch, _state(spec))
 
 
 def _save_stopped(
@@ -238,9 +311,15 @@ def _save_stopped(
     state, tensors = progress.to_checkpoint()
     with writing(run_dir, "the checkpoint of the interrupted epoch"):
         ckpt.save_checkpoint(
-            run_dir, net, optimizer, progress.epoch, {"seed": spec.train.seed, **state}, tensors
+            run_dir, net, optimizer, progress.epoch, {**_state(spec), **state}, tensors
         )
     return f"at step {progress.step} of epoch {progress.epoch + 1}"
+
+
+def _state(spec: RunSpec) -> dict[str, Any]:
+    """What a checkpoint records of its run: the seed and the whole config, which a resume
+    compares with config.json."""
+    return {"seed": spec.train.seed, "config": spec.to_json()}
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ from aezoo import distributed
 from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, split_options, to_dict
 from aezoo.data import Dataset
 from aezoo.data.batches import Batches, parse_corruption
-from aezoo.device import place_model
-from aezoo.errors import UsageError
+from aezoo.device import place_model, resolve_device
+from aezoo.errors import TrainingError, UsageError
 from aezoo.io import TEMPORARY as TEMPORARY  # re-exported: what a run folder may hold
 from aezoo.io import atomic_write as atomic_write
 from aezoo.io import read_safetensors, write_safetensors
@@ -35,18 +35,31 @@ from aezoo.rundata import TEST_SEED as TEST_SEED  # re-exported: the test set's 
 from aezoo.rundata import load_data as load_data  # re-exported: a run's data
 from aezoo.rundata import read_data as read_data
 from aezoo.rundata import recorded_options, refuse_unfit
+from aezoo.runfiles import CHECKPOINT as CHECKPOINT  # re-exported: a run folder's file names
+from aezoo.runfiles import CONFIG as CONFIG
+from aezoo.runfiles import METRICS as METRICS
+from aezoo.runfiles import SUMMARY as SUMMARY
+from aezoo.runfiles import WEIGHTS as WEIGHTS
+from aezoo.runfiles import check_labels, check_model_size, checkpoint_metadata, no_links
+from aezoo.runfiles import read_metrics as read_metrics
 from aezoo.version import __version__
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-CHECKPOINT = Path("checkpoint") / "last.safetensors"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
 DATA_INFO = "data_info"  # config.json's record of the data read (aezoo.data.load_splits' info)
 
 
+def refuse_non_finite(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Weights that are not finite are never written: a checkpoint is "the last good one"."""
+    floats = [(k, t) for k, t in tensors.items() if t.is_floating_point() and t.numel()]
+    if floats and not bool(torch.stack([t.detach().isfinite().all() for _, t in floats]).all()):
+        name = next(k for k, t in floats if not bool(t.detach().isfinite().all()))
+        raise TrainingError(
+            f"not writing {path}: tensor {name!r} is non-finite; the last good checkpoint is kept"
+        )
+
+
 def save_weights(model: nn.Module, path: Path) -> None:
-    """The model's state dict as safetensors, atomically."""
+    """The model's state dict as safetensors, atomically (refused when not finite)."""
+    refuse_non_finite(model.state_dict(), path)
     write_safetensors(path, model.state_dict())
 
 
@@ -102,6 +115,7 @@ def save_checkpoint(
         "param_groups": json.dumps(opt["param_groups"]),
         "optim_scalars": json.dumps(scalars),
     }
+    refuse_non_finite(saved, Path(run_dir) / CHECKPOINT)
     write_safetensors(Path(run_dir) / CHECKPOINT, saved, metadata)
 
 
@@ -114,15 +128,7 @@ def load_checkpoint(
     if not path.exists():
         raise UsageError(f"{run_dir}: no checkpoint to resume from ({CHECKPOINT} is missing)")
     tensors, meta = read_safetensors(path)
-    try:
-        epoch = int(meta["epoch"])
-        state = json.loads(meta["state"])
-        groups = json.loads(meta["param_groups"])
-        scalars = json.loads(meta["optim_scalars"])
-        if not isinstance(state, dict):
-            raise ValueError(f"state is {type(state).__name__}, not an object")
-    except (KeyError, ValueError) as err:
-        raise UsageError(f"{path}: not an aezoo checkpoint (metadata {err})") from None
+    epoch, state, groups, scalars = checkpoint_metadata(meta, list(tensors), path)
     _load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     opt_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -130,12 +136,20 @@ def load_checkpoint(
             _, idx, slot = key.split(".", 2)
             opt_state.setdefault(int(idx), {})[slot] = value
     for idx, slots in scalars.items():
-        opt_state.setdefault(int(idx), {}).update(slots)
+        opt_state.setdefault(idx, {}).update(slots)
     # JSON turned tuples (Adam's betas) into lists; give them back as the optimizer made them.
     groups = [
         {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
         for g in groups
     ]
+    fresh = optimizer.state_dict()["param_groups"]  # what config.json's optimizer holds
+    if len(groups) != len(fresh) or any(
+        set(g) != set(f)
+        or g["params"] != f["params"]
+        or any(_kind(g[k]) != _kind(f[k]) for k in f if f[k] is not None)
+        for g, f in zip(groups, fresh, strict=False)
+    ):
+        raise UsageError(f"{path}: its param_groups are not those of config.json's optimizer")
     try:
         optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     except (ValueError, KeyError) as err:
@@ -152,6 +166,17 @@ def load_checkpoint(
     if extra:
         state["tensors"] = extra
     return epoch, state
+
+
+def _kind(value: Any) -> Any:
+    """What an optimizer hyperparameter is (a number, a flag, a pair...), not its value."""
+    if value is None or isinstance(value, bool):
+        return bool  # a flag, or a choice left to torch (`fused`, `foreach`)
+    if isinstance(value, (tuple, list)):
+        return tuple(_kind(v) for v in value)
+    return (
+        "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value)
+    )
 
 
 @dataclass(frozen=True)
@@ -231,6 +256,8 @@ def create_run_dir(run_dir: Path, spec: RunSpec) -> None:
     """A new, empty run folder holding config.json; an existing non-empty one is an error."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"{run_dir} exists and is not a folder; choose another --out")
+    if run_dir.is_dir() and all(p.match(TEMPORARY) for p in run_dir.iterdir()):
+        remove_temporaries(run_dir)  # all a kill during the first config.json write left
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UsageError(
             f"{run_dir} already exists and is not empty; choose another --out, or "
@@ -244,20 +271,6 @@ def create_run_dir(run_dir: Path, spec: RunSpec) -> None:
         write_json(run_dir / CONFIG, spec.to_json())
     except OSError as err:
         raise UsageError(f"cannot write to the run folder {run_dir} ({err.strerror})") from None
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch records of metrics.jsonl (a torn last line from a crash is dropped)."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
 
 
 def find_runs(folder: str | Path) -> list[Path]:
@@ -288,6 +301,7 @@ def make_spec(
     train_opts, data_opts, model_opts = split_options(options)
     if info is not None:
         data_opts.update(recorded_options(info))
+    check_labels(train_data.num_classes, train_data.name)
     p = preset(model)
     fields = {f.name for f in dataclasses.fields(p.config)}
     if "image_shape" in fields:
@@ -369,7 +383,9 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise UsageError(f"{run_dir} is not a run folder (no {CONFIG})")
+    no_links(run_dir)
     spec = RunSpec.from_json(load_json(run_dir / CONFIG), str(run_dir / CONFIG))
+    check_model_size(spec.model, to_dict(spec.model_config), run_dir / CONFIG)
     model = build_from_config(spec.model, to_dict(spec.model_config))
     if (run_dir / WEIGHTS).exists():
         load_weights(model, run_dir / WEIGHTS)
@@ -383,5 +399,5 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     else:
         raise UsageError(f"{run_dir}: no weights ({WEIGHTS} or {CHECKPOINT})")
     summary = load_json(run_dir / SUMMARY) if (run_dir / SUMMARY).exists() else {}
-    model = place_model(model, torch.device(device), spec.train)
+    model = place_model(model, resolve_device(str(device)), spec.train)
     return Run(path=run_dir, model=model.eval(), spec=spec, summary=summary)

@@ -3,13 +3,19 @@ summaries (floats to 4 significant digits unless a column formats its own cells)
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 
+def markdown_text(text: Any) -> str:
+    """Text as Markdown shows it, never as markup: HTML in a name or an option is escaped."""
+    return html.escape(str(text), quote=False)
+
+
 def markdown_row(cells: Iterable[Any]) -> str:
     """One table row: `| a | b |`."""
-    return "| " + " | ".join(str(c) for c in cells) + " |"
+    return "| " + " | ".join(markdown_text(c) for c in cells) + " |"
 
 
 def markdown_header(headings: Sequence[str], right: Sequence[bool] = ()) -> str:

@@ -320,6 +320,9 @@ def load_tabular(path: str | Path) -> dict[str, np.ndarray]:
         raise UsageError(f"{path}: no array 'x' of rows [N, D]; it holds {names}")
     if ("x_test" in arrays) != ("y_test" in arrays) and "x_test" in arrays and "y" in arrays:
         raise UsageError(f"{path}: x_test needs its labels y_test")
+    x, x_test = arrays["x"], arrays.get("x_test")
+    if x_test is not None and x.ndim == 2 and (x_test.ndim != 2 or x_test.shape[1] != x.shape[1]):
+        raise UsageError(f"{path}: x_test has shape {x_test.shape}; its rows need x's {x.shape[1]}")
     return arrays
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from aezoo.cli import runs, studies
 from aezoo.cli.flags import Command, Parser
-from aezoo.errors import TrainingError, UsageError
+from aezoo.errors import TrainingError, UsageError, printable
 from aezoo.version import __version__
 
 COMMANDS: dict[str, Command] = {**runs.COMMANDS, **studies.COMMANDS}
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    print(f"aezoo: warning: {message}", file=sys.stderr)
+    print(f"aezoo: warning: {printable(str(message))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,12 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         if debug:
             raise
-        print(f"aezoo: error: {err}", file=sys.stderr)
+        print(f"aezoo: error: {printable(str(err))}", file=sys.stderr)
         return 2
     except TrainingError as err:
         if debug:
             raise
-        print(f"aezoo: training stopped: {err}", file=sys.stderr)
+        print(f"aezoo: training stopped: {printable(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:
         print(f"aezoo: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)

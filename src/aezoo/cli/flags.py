@@ -10,9 +10,21 @@ import typing
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, get_args, get_origin
 
-from aezoo.config import DataConfig, TrainConfig, cli_fields
+from aezoo.config import SEED_HIGH, DataConfig, TrainConfig, cli_fields
 from aezoo.errors import UsageError
 from aezoo.models import MODELS
+
+
+def seed(text: str) -> int:
+    """A seed: an integer in 0..SEED_HIGH (what every generator it seeds takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SEED_HIGH:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{SEED_HIGH}, got {text!r}")
+    return value
+
 
 # The shared flags: the same name, meaning and default in every command that takes one. A command
 # whose options go into a TrainConfig leaves them unset when not given, so the config's default
@@ -24,7 +36,7 @@ SHARED: dict[str, dict[str, Any]] = {
         "help": "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps (default auto)",
     },
     "seed": {
-        "type": int,
+        "type": seed,
         "default": 0,
         "help": "seed of weights, data order and random draws (default 0)",
     },

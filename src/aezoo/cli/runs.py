@@ -20,12 +20,13 @@ from aezoo.cli.flags import (
 from aezoo.config import TrainConfig
 from aezoo.device import resolve_device
 from aezoo.explore import SAMPLERS, explore_run, interpolate_run, sample_run
-from aezoo.io import atomic_write
+from aezoo.io import atomic_write, check_destination
 from aezoo.metrics import evaluate, iwae_nll
 from aezoo.models import MODELS, build, count_parameters
 from aezoo.models.pixelcnn import PixelCNNConfig
 from aezoo.prior import PRIOR_DIR, train_prior
 from aezoo.report import write_report
+from aezoo.runfiles import check_writable, no_links
 from aezoo.runs import load, make_batches
 from aezoo.studies.zoo import list_runs, runs_table
 
@@ -110,6 +111,8 @@ def eval_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.json:
+        check_destination(Path(args.json))
     device = resolve_device(args.device)
     run = load(args.run_dir, device=device)
     test = run_test_data(run.spec, args.dataset)
@@ -186,6 +189,7 @@ def sample_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    check_run_folder(args.run_dir)
     modes = None if args.mode == "all" else (args.mode,)
     for path in sample_run(
         args.run_dir,
@@ -202,11 +206,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_run_folder(run_dir: str) -> None:
+    """A run folder that figures will be written into: no links in it, and writable."""
+    if Path(run_dir).is_dir():
+        no_links(run_dir)
+        check_writable(run_dir)
+
+
+def tsne_points(text: str) -> int:
+    """0 (no t-SNE) or at least 5 points: t-SNE of fewer shows nothing."""
+    value = int(text) if text.strip().lstrip("-").isdigit() else -1
+    if value != 0 and value < 5:
+        raise argparse.ArgumentTypeError(f"expected 0 (skip) or at least 5, got {text!r}")
+    return value
+
+
 def explore_flags(p: argparse.ArgumentParser) -> None:
     _latent_flags(p)
     p.add_argument(
         "--tsne-points",
-        type=int,
+        type=tsne_points,
         default=5000,
         help="t-SNE on a seeded subset of this many test latents (0 skips it)",
     )
@@ -221,6 +240,7 @@ def explore_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
+    check_run_folder(args.run_dir)
     if args.interpolate:
         paths = interpolate_run(args.run_dir, *args.interpolate, device=args.device)
     else:

@@ -18,9 +18,10 @@ from aezoo.cli.flags import (
     model_configs,
     options_of,
     parse_sequence,
+    seed,
 )
 from aezoo.config import DataConfig, TrainConfig
-from aezoo.io import atomic_write
+from aezoo.io import atomic_write, check_destination, new_output_folder
 from aezoo.runs import new_run_dir
 from aezoo.studies import bench
 from aezoo.studies.codebook import SIZES, codebook_study
@@ -146,9 +147,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = tuple((k, getattr(args, k)) for k in BENCH_TRAINING if hasattr(args, k))
     make = bench.Settings.quick if args.quick else bench.Settings
     settings = make(**changes, options=options)
+    out = new_run_dir("bench", args.out)
+    check_destination(out, folder=True)  # a folder that may hold earlier results to merge
     path = bench.run(
         args.models,
-        out=new_run_dir("bench", args.out),
+        out=out,
         settings=settings,
         quality=not args.no_quality,
         scale=not args.no_scaling,
@@ -224,7 +227,7 @@ def anomaly_flags(group: argparse.ArgumentParser) -> None:
     tabular.add_argument(
         "--test-fraction", type=float, default=0.5, help="share of each label held out (0.5)"
     )
-    tabular.add_argument("--split-seed", type=int, default=0, help="seed of the split (0)")
+    tabular.add_argument("--split-seed", type=seed, default=0, help="seed of the split (0)")
     for p in (holdout, one_class, tabular):
         _detector_flags(p)
         add_config_options(p, [TrainConfig], "training")
@@ -241,6 +244,10 @@ ANOMALY_OWN = ("protocol", "score", "out", "json", "anomaly", "model", "models",
 def cmd_anomaly(args: argparse.Namespace) -> int:
     options = options_of(args, *ANOMALY_OWN, "fit_on", "test_fraction", "split_seed")
     common = {"scores": args.score, "out": args.out, "quiet": args.quiet, **options}
+    if args.json:
+        check_destination(Path(args.json))
+    if args.out is not None:
+        new_output_folder(Path(args.out))
     if args.protocol == "mnist-holdout":
         result = protocols.mnist_holdout(args.anomaly, model=args.model, **common)
     elif args.protocol == "mnist-one-class":

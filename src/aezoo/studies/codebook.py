@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aezoo.config import split_options
 from aezoo.errors import UsageError
-from aezoo.io import atomic_write, write_json
+from aezoo.io import atomic_write, new_output_folder, write_json
+from aezoo.models import preset
 from aezoo.runner import train
 from aezoo.runs import load_data, make_batches, new_run_dir
 from aezoo.tables import markdown_table
@@ -50,9 +52,12 @@ def codebook_study(
     clash = sorted(set(options) & {"codebook_size", *HEALTH_OFF})
     if clash:
         raise UsageError(f"the codebook study sets {clash[0]!r} itself; drop it")
-    path = new_run_dir("codebook-study", out)
-    if path.exists() and any(path.iterdir()):
-        raise UsageError(f"{path} already exists and is not empty; choose another --out")
+    model_opts = split_options(options)[2]
+    for size in sizes:  # every setting's config is valid before the first one trains
+        for health in (True, False):
+            extra = {} if health else HEALTH_OFF
+            preset(model).make_config(**{**model_opts, **extra, "codebook_size": size})
+    path = new_output_folder(new_run_dir("codebook-study", out))
     rows, usage = [], {}
     for size in sizes:
         for health in (True, False):

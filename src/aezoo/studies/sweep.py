@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from aezoo.config import split_options
 from aezoo.errors import UsageError
 from aezoo.explore import traverse
-from aezoo.io import atomic_write
+from aezoo.io import atomic_write, new_output_folder
 from aezoo.models import preset
 from aezoo.runner import train
 from aezoo.runs import Run, new_run_dir
@@ -57,7 +58,14 @@ def sweep(
         raise UsageError("sweep: give at least one β, e.g. --beta 1,2,4,10")
     if "beta" not in {f for f in preset(model).config.__dataclass_fields__}:
         raise UsageError(f"sweep: model {model!r} has no β (try conv-vae or dense-vae)")
-    path = new_run_dir(f"sweep-{model}", out)
+    names = [f"beta-{b:g}" for b in betas]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise UsageError(f"sweep: --beta gives {twice[5:]} twice")
+    model_opts = split_options(options)[2]
+    for beta in betas:  # every β's config is valid before the first one trains
+        preset(model).make_config(**{**model_opts, "beta": float(beta)})
+    path = new_output_folder(new_run_dir(f"sweep-{model}", out))
     runs, rows = [], []
     for beta in betas:
         run = train(model, out=path / f"beta-{beta:g}", quiet=quiet, beta=float(beta), **options)

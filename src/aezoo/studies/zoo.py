@@ -7,6 +7,7 @@ Every number in a table is read from a run's summary.json and config.json; nothi
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,14 +19,15 @@ import torch
 
 from aezoo import classifier, tables
 from aezoo import runs as ckpt
-from aezoo.config import DataConfig, from_dict, load_json, split_options
+from aezoo.config import DataConfig, from_dict, split_options
 from aezoo.data import Dataset
 from aezoo.device import machine_text
-from aezoo.errors import UsageError
-from aezoo.io import atomic_write, write_json
+from aezoo.errors import UsageError, printable
+from aezoo.io import atomic_write, new_output_folder, write_json
 from aezoo.models import MODELS, Generative, preset
 from aezoo.report import REPORT, data_uri, format_value, page
 from aezoo.rundata import unfit_reason
+from aezoo.runfiles import read_config, read_summary
 from aezoo.runner import train
 from aezoo.runs import find_runs, new_run_dir, read_data, read_metrics
 from aezoo.viz import image_rows, save_figure
@@ -84,12 +86,11 @@ def _data_name(dataset: Any) -> Any:
 def run_row(run_dir: str | Path) -> dict[str, Any]:
     """One zoo row from a run folder's summary.json and config.json (None where undefined)."""
     run_dir = Path(run_dir)
-    config = load_json(run_dir / ckpt.CONFIG)
-    summary = load_json(run_dir / ckpt.SUMMARY) if (run_dir / ckpt.SUMMARY).exists() else {}
-    model_config = config.get("model_config", {})
+    config, summary = read_config(run_dir), read_summary(run_dir)
+    model_config = config["model_config"]
     row: dict[str, Any] = {
         "model": config.get("model"),
-        "dataset": _data_name(config.get("data", {}).get("dataset")),
+        "dataset": _data_name(config["data"].get("dataset")),
         "params": summary.get("params"),
         "epochs": summary.get("epochs"),
         "train_seconds": summary.get("train_seconds"),
@@ -153,7 +154,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column] = C
 
 def text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """Columns padded to their widest cell, for a terminal."""
-    rows = [list(map(str, r)) for r in rows]
+    rows = [[printable(str(c)) for c in r] for r in rows]  # a run's files never drive a tty
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
@@ -225,9 +226,7 @@ def zoo(
     classifier (Fréchet LeNet distance; label accuracy for conditional models)."""
     models = list(models) if models else list(MODELS)
     data_opts = _check(models, options)
-    path = new_run_dir("zoo", out)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UsageError(f"{path} already exists and is not empty; choose another --out")
+    path = new_output_folder(new_run_dir("zoo", out))
 
     test, models, skipped = _applicable(models, sample_quality, data_opts)
     index = pick_digits(test.labels)
@@ -303,8 +302,10 @@ def _options_text(options: dict[str, Any]) -> str:
 
 def _markdown_page(meta: dict[str, Any], table: str) -> str:
     return (
-        f"# aezoo zoo on {meta['dataset']}\n\nOptions: {_options_text(meta['options'])}. "
-        f"Machine: {meta['machine']}. Total {meta['seconds']} s ({meta['created']}).\n\n"
+        f"# aezoo zoo on {tables.markdown_text(meta['dataset'])}\n\n"
+        f"Options: {tables.markdown_text(_options_text(meta['options']))}. "
+        f"Machine: {tables.markdown_text(meta['machine'])}. "
+        f"Total {meta['seconds']} s ({meta['created']}).\n\n"
         f"{table}\n\n![reconstructions]({FIGURE})\n\n"
         + "\n".join(f"- **{c.heading}**: {c.meaning}" for c in COLUMNS[1:])
         + "\n"
@@ -344,15 +345,18 @@ def list_runs(folder: str | Path = "runs") -> list[dict[str, Any]]:
     folder = Path(folder)
     rows = []
     for run_dir in find_runs(folder):
-        row = run_row(run_dir)
-        config = load_json(run_dir / ckpt.CONFIG)
-        done = row["epochs"]
-        if done is None:  # unfinished: count the completed epochs in metrics.jsonl
-            done = len(read_metrics(run_dir))
+        try:  # one damaged run is skipped, never the whole table
+            row, config = run_row(run_dir), read_config(run_dir)
+            done = row["epochs"]
+            if done is None:  # unfinished: count the completed epochs in metrics.jsonl
+                done = len(read_metrics(run_dir))
+        except UsageError as err:
+            warnings.warn(f"skipping {run_dir}: {err}", stacklevel=2)
+            continue
         row.update(
             run=run_dir.relative_to(folder).as_posix() or ".",
             done=done,
-            planned=config.get("train", {}).get("epochs"),
+            planned=config["train"].get("epochs"),
             finished=(run_dir / ckpt.SUMMARY).exists(),
             started=datetime.fromtimestamp((run_dir / ckpt.CONFIG).stat().st_mtime).strftime(
                 "%Y-%m-%d %H:%M"
