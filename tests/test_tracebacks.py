@@ -304,11 +304,16 @@ def test_a_kill_during_the_first_config_write_leaves_a_usable_folder(tmp_path: P
 # --- errors longer than one line -----------------------------------------------------------------
 
 
-def test_an_array_as_dataset_is_a_one_line_error(tmp_path: Path) -> None:
-    images = (load_digits().images[:64] / 16).astype(np.float32)  # [64, 8, 8] in [0, 1]
+@pytest.mark.parametrize("where", ["dataset", "label_column"])
+def test_an_array_refused_is_a_one_line_error(tmp_path: Path, where: str) -> None:
+    """Arrays are data since issue 14; one that is refused (digits 0..16 with no stated scale, or
+    an array where a column name belongs) is still one line, never the array printed."""
+    images = load_digits().images[:64]  # [64, 8, 8], values 0..16
+    options = {"dataset": images} if where == "dataset" else {"label_column": images}
     with pytest.raises(ValueError) as info:
-        aezoo.train("dense-ae", dataset=images, epochs=1, out=tmp_path / "run", quiet=True)
+        aezoo.train("dense-ae", epochs=1, out=tmp_path / "run", quiet=True, **options)
     assert "\n" not in str(info.value), str(info.value)
+    assert len(str(info.value)) < 300
     assert not (tmp_path / "run").exists()
 
 
