@@ -41,7 +41,7 @@ def detector_params(
     `seed` is the detector's random_state; the data set options are the protocol's, not the
     detector's. With strict=False, model options the model's config lacks are dropped (one option
     list shared by several models)."""
-    params: dict[str, Any] = {"device": "auto"}
+    params: dict[str, Any] = {"device": "auto", "random_state": 0}  # seeded by default
     config = preset(model or IMAGE_MODEL).config
     model_options = dict(options.get("model_options") or {})
     known = (
@@ -80,6 +80,12 @@ def fit_detectors(
     if not scores:
         raise UsageError("name at least one anomaly score")
     tabular = np.ndim(x) <= 2
+    if tabular and set(scores) == {"auto"} and params.get("model_options"):
+        names = ", ".join(params["model_options"])
+        raise UsageError(
+            f"model options ({names}) apply to a registered model's scores (recon, latent, elbo, "
+            "nll); the tabular default (score auto) trains its own ensemble"
+        )
     out: dict[str, AnomalyDetector] = {}
     first: AnomalyDetector | None = None
     for score in scores:
