@@ -397,7 +397,10 @@ def test_detector_params_sorts_flat_options() -> None:
         "random_state": 4,
         "model_options": {"beta": 2.0, "kl_warmup": 1},
     }
-    assert detector_params("dense-ae", {"beta": 2.0}, strict=False) == {"device": "auto"}
+    assert detector_params("dense-ae", {"beta": 2.0}, strict=False) == {
+        "device": "auto",
+        "random_state": 0,  # seeded by default
+    }
 
 
 def test_cli_tabular(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

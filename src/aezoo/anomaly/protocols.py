@@ -79,12 +79,9 @@ def mnist_holdout(
         "dataset": options.get("dataset", "mnist"),
         "anomaly": anomaly,
         "model": model or "auto",
-        "train_images": len(normal),
-        "test_images": len(test),
+        **{"train_images": len(normal), "test_images": len(test)},
         "test_anomalies": int(is_anomaly.sum()),
-        "train_seconds": round(seconds, 3),
-        "params": jsonable(params),
-        "scores": {},
+        **{"train_seconds": round(seconds, 3), "params": jsonable(params), "scores": {}},
     }
     curves = {}
     for score, detector in detectors.items():
@@ -102,13 +99,8 @@ def mnist_holdout(
     if out is not None:
         write_holdout(Path(out), result, curves)
         first = next(iter(detectors))
-        write_top_anomalies(
-            Path(out) / "figures" / "top_anomalies.png",
-            detectors[first],
-            test.images.numpy(),
-            curves[first][1],
-            top_k,
-        )
+        path = Path(out) / "figures" / "top_anomalies.png"
+        write_top_anomalies(path, detectors[first], test.images.numpy(), curves[first][1], top_k)
     return result
 
 
@@ -187,24 +179,9 @@ def mnist_one_class(
         model_scores = applicable_scores(model, scores)
         if not model_scores:
             continue
-        auroc[model] = {s: {} for s in model_scores}
         started = time.perf_counter()
-        for digit in digits:
-            normal = _subset(train.select(train.labels == digit), options.get("train_subset"))
-            detectors = fit_detectors(model, model_scores, normal.images.numpy(), params)
-            is_anomaly = (test.labels != digit).numpy()
-            for score, detector in detectors.items():
-                value = detection_metrics(
-                    is_anomaly,
-                    -detector.score_samples(test.images.numpy()),
-                    np.zeros(len(test), bool),
-                )["auroc"]
-                auroc[model][score][str(digit)] = value
-            say(
-                quiet,
-                f"one-class {digit}: {model} "
-                + ", ".join(f"{s} {auroc[model][s][str(digit)]:.4f}" for s in model_scores),
-            )
+        parts = (train, test, options.get("train_subset"))
+        auroc[model] = _one_class_model(model, model_scores, digits, parts, params, quiet)
         seconds[model] = round(time.perf_counter() - started, 3)
     result = {
         "protocol": "mnist-one-class",
@@ -225,6 +202,36 @@ def mnist_one_class(
         write_json(Path(out) / "one_class.json", result)
         atomic_write(Path(out) / "one_class.md", (result["table"] + "\n").encode())
     return result
+
+
+def _one_class_model(
+    model: str,
+    scores: Sequence[str],
+    digits: Sequence[int],
+    parts: tuple[Dataset, Dataset, int | None],
+    params: Mapping[str, Any],
+    quiet: bool,
+) -> dict[str, dict[str, float]]:
+    """{score: {digit: AUROC}} of one model, trained once per digit on that digit alone; parts:
+    (train, test, training images per digit or None for all)."""
+    train, test, subset = parts
+    auroc: dict[str, dict[str, float]] = {s: {} for s in scores}
+    for digit in digits:
+        normal = _subset(train.select(train.labels == digit), subset)
+        detectors = fit_detectors(model, scores, normal.images.numpy(), params)
+        is_anomaly = (test.labels != digit).numpy()
+        for score, detector in detectors.items():
+            anomaly_scores = -detector.score_samples(test.images.numpy())
+            no_flags = np.zeros(len(test), bool)
+            auroc[score][str(digit)] = detection_metrics(is_anomaly, anomaly_scores, no_flags)[
+                "auroc"
+            ]
+        say(
+            quiet,
+            f"one-class {digit}: {model} "
+            + ", ".join(f"{s} {auroc[s][str(digit)]:.4f}" for s in scores),
+        )
+    return auroc
 
 
 def one_class_table(result: Mapping[str, Any]) -> str:

@@ -103,6 +103,25 @@ def split_rows(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def _parts(
+    x: Any, y: Any, x_test: Any, y_test: Any, test_fraction: float, split_seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(training rows, test rows, training labels, test labels or None) as evaluate_tabular
+    describes."""
+    x = _rows(x, "x")
+    labelled = y is not None
+    if x_test is not None:
+        x_eval = _rows(x_test, "x_test")
+        train_anomaly = _labels(y, len(x), "y") if labelled else np.zeros(len(x), bool)
+        eval_anomaly = None if y_test is None else _labels(y_test, len(x_eval), "y_test")
+        return x, x_eval, train_anomaly, eval_anomaly
+    if labelled:
+        is_anomaly = _labels(y, len(x), "y")
+        train_rows, test_rows = split_rows(is_anomaly, test_fraction, split_seed)
+        return x[train_rows], x[test_rows], is_anomaly[train_rows], is_anomaly[test_rows]
+    return x, x, np.zeros(len(x), bool), None
+
+
 def evaluate_tabular(
     x: Any,
     y: Any = None,
@@ -127,19 +146,9 @@ def evaluate_tabular(
     """
     if fit_on not in ("normal", "all"):
         raise UsageError(f"fit_on: expected 'normal' or 'all', got {fit_on!r}")
-    x = _rows(x, "x")
-    labelled = y is not None
-    if x_test is not None:
-        x_train, x_eval = x, _rows(x_test, "x_test")
-        train_anomaly = _labels(y, len(x), "y") if labelled else np.zeros(len(x), bool)
-        eval_anomaly = None if y_test is None else _labels(y_test, len(x_eval), "y_test")
-    elif labelled:
-        is_anomaly = _labels(y, len(x), "y")
-        train_rows, test_rows = split_rows(is_anomaly, test_fraction, split_seed)
-        x_train, x_eval = x[train_rows], x[test_rows]
-        train_anomaly, eval_anomaly = is_anomaly[train_rows], is_anomaly[test_rows]
-    else:
-        x_train, x_eval, train_anomaly, eval_anomaly = x, x, np.zeros(len(x), bool), None
+    x_train, x_eval, train_anomaly, eval_anomaly = _parts(
+        x, y, x_test, y_test, test_fraction, split_seed
+    )
     if fit_on == "normal":
         x_train = x_train[~train_anomaly]
     params = detector_params(model, options)

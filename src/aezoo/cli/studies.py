@@ -214,6 +214,19 @@ def anomaly_flags(group: argparse.ArgumentParser) -> None:
         metavar="D,D,...",
         help="the normal classes to run (default all ten)",
     )
+    tabular = _tabular_flags(sub)
+    for p in (holdout, one_class, tabular):
+        _detector_flags(p)
+        add_config_options(p, [TrainConfig], "training")
+        if p is not tabular:
+            add_config_options(p, [DataConfig], "data")
+        add_config_options(
+            p, model_configs(), "model (each applies to the models whose config has it)"
+        )
+
+
+def _tabular_flags(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """`aezoo anomaly tabular`: a table file, its label column, and the split."""
     tabular = sub.add_parser(
         "tabular",
         help="fit on tabular rows (.csv/.parquet with --label-column, or .npz: x, "
@@ -237,14 +250,7 @@ def anomaly_flags(group: argparse.ArgumentParser) -> None:
         "--test-fraction", type=float, default=0.5, help="share of each label held out (0.5)"
     )
     tabular.add_argument("--split-seed", type=int, default=0, help="seed of the split (0)")
-    for p in (holdout, one_class, tabular):
-        _detector_flags(p)
-        add_config_options(p, [TrainConfig], "training")
-        if p is not tabular:
-            add_config_options(p, [DataConfig], "data")
-        add_config_options(
-            p, model_configs(), "model (each applies to the models whose config has it)"
-        )
+    return tabular
 
 
 ANOMALY_OWN = (
