@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
 
 from aezoo import AnomalyDetector
 from aezoo.cli import main
@@ -151,3 +152,28 @@ def test_cli_tabular_reads_a_csv_with_a_label_column(tmp_path: Path, capsys) -> 
         == 2
     )
     assert "no column 'nosuch'" in capsys.readouterr().err
+
+
+ODDS = next(
+    (
+        p / "shared" / "data" / "odds"
+        for p in Path(__file__)
+        .resolve()
+        .parents[2:4]  # ../shared from the repository root, or ../..
+        if (p / "shared" / "data" / "odds").is_dir()
+    ),
+    None,
+)
+
+
+@pytest.mark.skipif(ODDS is None, reason="the ODDS tables (../shared/data/odds) are not here")
+@pytest.mark.parametrize("table", ["vowels", "thyroid"])
+def test_threshold_holds_on_odds_normal_rows(table: str) -> None:
+    """The ODDS protocol's split (60/40, stratified, seed 0), fitted on the normal training rows:
+    the flagged share of the test normal rows stays within ×1.5 of contamination."""
+    with np.load(ODDS / f"{table}.npz") as npz:
+        x, y = npz["X"].astype(np.float64), npz["y"]
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.4, stratify=y, random_state=0)
+    detector = AnomalyDetector(contamination=0.1).fit(xtr[ytr == 0])
+    flagged = (detector.predict(xte[yte == 0]) == -1).mean()
+    assert 0.1 / 1.5 <= flagged <= 0.1 * 1.5, flagged
