@@ -82,7 +82,9 @@ HELD_OUT_THRESHOLD = {
         tiny(model="dense-ae"),
         tiny(model="dense-ae", anomaly_score="latent", latent_components=2),
     ],
-    expected_failed_checks=lambda estimator: HELD_OUT_THRESHOLD,
+    # (the model configurations here fit fewer rows than a held-out threshold needs, so they
+    # set it on their training rows and pass these checks)
+    expected_failed_checks=lambda e: HELD_OUT_THRESHOLD if e.anomaly_score == "auto" else {},
 )
 def test_sklearn_estimator_checks(estimator: AnomalyDetector, check: object) -> None:
     check(estimator)

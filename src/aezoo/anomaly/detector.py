@@ -152,6 +152,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             if reset:
                 self.scaler_ = StandardScaler().fit(rows)
             return table_values(self.scaler_.transform(rows))
+        return self._images(X, reset)[0]
+
+    def _images(self, X: Any, reset: bool) -> tuple[np.ndarray, str]:
+        """(float32 pixels (N, C, H, W) in [0, 1], the layout the data layer decided)."""
         pixels, layout = image_pixels(X, self.layout, reset)
         if reset:
             self.scaler_ = None
@@ -163,8 +167,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                     f"X has images of shape {pixels.shape[1:]}, but {type(self).__name__} is "
                     f"expecting images of shape {expected} as input."
                 )
-        self._layout_seen = layout
-        return pixels.astype(np.float32) / 255.0
+        return pixels.astype(np.float32) / 255.0, layout
 
     # --- scores ---------------------------------------------------------------------------------
 
@@ -192,9 +195,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         if self.ensemble_ is not None or self.scaler_ is not None:
             raise UsageError("anomaly_map is for images; for tables use feature_contributions")
-        x = self._input(X, reset=False)
+        x, layout = self._images(X, reset=False)
         maps = scoring.squared_errors(self.model_, fitting.as_tensor(x))
-        return in_layout(maps, self._layout_seen)
+        return in_layout(maps, layout)
 
     def feature_contributions(self, X: Any) -> np.ndarray:
         """Per-feature contribution to each row's score, (N, D). Recipe: the reconstruction part
