@@ -27,17 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anomaly_odds
 import numpy as np
 import torch
 
 import aezoo
-from aezoo.anomaly.protocols import (
-    evaluate_tabular,
-    mnist_holdout,
-    mnist_one_class,
-    one_class_table,
-    split_rows,
-)
+from aezoo.anomaly.protocols import mnist_holdout, mnist_one_class, one_class_table
+from aezoo.anomaly.tabular_protocol import evaluate_tabular, split_rows
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ("recipe", "grid", "holdout", "one-class", "tabular")
@@ -304,7 +300,9 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, dict[str, Any], dict], list[dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"of {', '.join(PARTS)}")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"of {', '.join(PARTS)}, odds (anomaly_odds.py)"
+    )
     parser.add_argument("--models", default=",".join(MODELS), help="grid and one-class models")
     parser.add_argument("--digits", default="0,1,2,3,4,5,6,7,8,9")
     parser.add_argument("--epochs", type=int, default=20)
@@ -324,6 +322,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if "odds" in args.parts.split(","):  # its own results: anomaly-odds.{json,md}
+        anomaly_odds.main()
+        args.parts = ",".join(p for p in args.parts.split(",") if p != "odds")
+        if not args.parts:
+            return
     args.models = args.models.split(",")
     args.digits = [int(d) for d in args.digits.split(",")]
     if args.small:

@@ -136,6 +136,23 @@ def anomaly(part: str) -> list[str]:
     return [*got["markdown"].strip().splitlines(), "", f"*Settings: {note}.*"]
 
 
+def anomaly_odds() -> list[str]:
+    """The README's view of anomaly-odds.json: mean AUROC over the six ODDS tables per method."""
+    r = _json("anomaly-odds.json")
+    if r is None:
+        return ["*Not run yet: `python benchmarks/anomaly.py --parts odds`.*"]
+    lines = [
+        "| method | mean AUROC (6 ODDS tables) | worst table vs IsolationForest | median s |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in sorted(r["rows"], key=lambda row: -row["mean"]):
+        lines.append(
+            f"| {row['method']} | **{row['mean']:.4f}** | {row['worst_vs_iforest']:+.3f} | "
+            f"{row['median_seconds']:.2f} |"
+        )
+    return lines
+
+
 def bench() -> list[str]:
     """Every bench-cpu*.md that `aezoo bench` wrote, each under its own settings line."""
     lines: list[str] = []
@@ -179,6 +196,7 @@ def _replace(path: Path, name: str, lines: list[str]) -> None:
 def main() -> None:
     _replace(ROOT / "README.md", "models", [*HEADER, *foundation(), *vae(), *vqvae()])
     _replace(ROOT / "README.md", "zoo", _file("zoo.md"))
+    _replace(ROOT / "README.md", "anomaly-odds", anomaly_odds())
     docs = ROOT / "docs" / "benchmarks.md"
     tables = {
         "foundation-table": [*_file("foundation-default.md"), "", *_file("foundation-classic.md")],
@@ -190,6 +208,7 @@ def main() -> None:
         "anomaly-holdout": anomaly("holdout"),
         "anomaly-one-class": anomaly("one-class"),
         "anomaly-tabular": _file("anomaly-tabular.md"),
+        "anomaly-odds": _file("anomaly-odds.md"),
         "checkpoint-overhead": checkpoint_overhead(),
         "zoo-timing": zoo_timing(),
         "mmap-table": _file("mmap_memory.md"),

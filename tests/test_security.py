@@ -221,12 +221,7 @@ def bomb(path: Path) -> Path:
     "command",
     [
         "train",  # through load_splits since issue 14, which checks the header's size
-        pytest.param(
-            "anomaly tabular",
-            marks=pytest.mark.xfail(
-                strict=True, reason="issue 16: an .npz header's shape is allocated unchecked"
-            ),
-        ),
+        "anomaly tabular",  # the same check (aezoo.data.check_npz_size) before np.load
     ],
 )
 def test_an_npz_bomb_is_refused_before_allocating(command: str, tmp_path: Path) -> None:

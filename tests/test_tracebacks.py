@@ -317,7 +317,6 @@ def test_an_array_refused_is_a_one_line_error(tmp_path: Path, where: str) -> Non
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: a 1-D tabular x is a many-line error")
 def test_one_dimensional_tabular_rows_are_a_one_line_error() -> None:
     x = load_breast_cancer().data[:, 0].astype(np.float32)
     with pytest.raises(ValueError) as info:

@@ -1,6 +1,8 @@
-"""Anomaly detection: the scikit-learn estimator over any registered model (detector), the
-evaluation protocols built on it (protocols) and their figures."""
+"""Anomaly detection: the scikit-learn estimator over aezoo's autoencoders (detector; its tabular
+default in tabular), the evaluation protocols built on it (protocols, tabular_protocol) and their
+figures."""
 
-from aezoo.anomaly.detector import SCORES, AnomalyDetector, rescore
+from aezoo.anomaly.detector import SCORES, AnomalyDetector
+from aezoo.anomaly.fitting import rescore
 
 __all__ = ["SCORES", "AnomalyDetector", "rescore"]

@@ -47,3 +47,24 @@ def score_histogram(
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     return fig
+
+
+def top_anomalies_figure(
+    images: np.ndarray, maps: np.ndarray, anomaly_scores: np.ndarray, title: str | None = None
+) -> Figure:
+    """The given images (N, C, H, W in [0, 1]) above their anomaly maps (N, C, H, W; channels
+    summed), each captioned with its anomaly score; one column per image."""
+    n = len(images)
+    fig = Figure(figsize=(1.3 * n + 0.4, 3.0), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    heat = maps.sum(1)  # (N, H, W): a pixel's contribution over its channels
+    for i in range(n):
+        picture = images[i].transpose(1, 2, 0)
+        axes[0, i].imshow(picture[..., 0] if picture.shape[2] == 1 else picture, cmap="gray")
+        axes[0, i].set_title(f"{anomaly_scores[i]:.3g}", fontsize=7)
+        axes[1, i].imshow(heat[i], cmap="inferno")
+        for ax in axes[:, i]:
+            ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

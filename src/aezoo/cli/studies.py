@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from aezoo.anomaly import protocols
+from aezoo.anomaly import protocols, tabular_protocol
 from aezoo.cli.flags import (
     Command,
     Parser,
@@ -21,6 +21,7 @@ from aezoo.cli.flags import (
     seed,
 )
 from aezoo.config import DataConfig, TrainConfig
+from aezoo.errors import UsageError
 from aezoo.io import atomic_write, check_destination, new_output_folder
 from aezoo.runs import new_run_dir
 from aezoo.studies import bench
@@ -166,10 +167,10 @@ def _detector_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--score",
         type=parse_sequence(str),
-        default=("recon",),
+        default=("auto",),
         metavar="S,S,...",
-        help="anomaly scores, each from the same training: recon, elbo, nll (VAEs), latent "
-        "(a Gaussian mixture on the codes); default recon",
+        help="anomaly scores: auto (the input kind's default), recon, elbo, nll (VAEs), latent "
+        "(a Gaussian mixture on the codes); one training serves a model's scores; default auto",
     )
     p.add_argument("--out", metavar="DIR", help="write results and figures to this folder")
     p.add_argument("--json", metavar="FILE", help="also write the results to this JSON file")
@@ -193,7 +194,10 @@ def anomaly_flags(group: argparse.ArgumentParser) -> None:
         "threshold for normal digits vs the held-out one, with ROC and score figures",
     )
     holdout.add_argument("--anomaly", type=int, default=9, help="the held-out digit (default 9)")
-    holdout.add_argument("--model", default="dense-vae", help="a registered model (dense-vae)")
+    holdout.add_argument("--model", help="a registered model (default: the detector's, dense-ae)")
+    holdout.add_argument(
+        "--top-k", type=int, default=16, help="with --out: the k most anomalous test images (16)"
+    )
     one_class = sub.add_parser(
         "mnist-one-class",
         help="for each digit, train on it alone and score the test set (Ruff et al. 2018): "
@@ -213,21 +217,7 @@ def anomaly_flags(group: argparse.ArgumentParser) -> None:
         metavar="D,D,...",
         help="the normal classes to run (default all ten)",
     )
-    tabular = sub.add_parser(
-        "tabular", help="fit on tabular rows (.npz: x, optional y with 1 = anomaly, x_test, y_test)"
-    )
-    tabular.add_argument("path", help="an .npz file with x [N, D] and optionally y, x_test, y_test")
-    tabular.add_argument("--model", default="dense-ae", help="a dense model (default dense-ae)")
-    tabular.add_argument(
-        "--fit-on",
-        choices=["normal", "all"],
-        default="normal",
-        help="train on the rows labelled normal, or on all rows (unsupervised); default normal",
-    )
-    tabular.add_argument(
-        "--test-fraction", type=float, default=0.5, help="share of each label held out (0.5)"
-    )
-    tabular.add_argument("--split-seed", type=seed, default=0, help="seed of the split (0)")
+    tabular = _tabular_flags(sub)
     for p in (holdout, one_class, tabular):
         _detector_flags(p)
         add_config_options(p, [TrainConfig], "training")
@@ -238,23 +228,66 @@ def anomaly_flags(group: argparse.ArgumentParser) -> None:
         )
 
 
-ANOMALY_OWN = ("protocol", "score", "out", "json", "anomaly", "model", "models", "digits", "path")
+def _tabular_flags(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """`aezoo anomaly tabular`: a table file, its label column, and the split."""
+    tabular = sub.add_parser(
+        "tabular",
+        help="fit on tabular rows (.csv/.parquet with --label-column, or .npz: x, "
+        "optional y with 1 = anomaly, x_test, y_test)",
+    )
+    tabular.add_argument("path", nargs="?", help="the table (or give it with --dataset)")
+    tabular.add_argument("--dataset", metavar="PATH", help="the table: .csv, .tsv, .parquet, .npz")
+    tabular.add_argument(
+        "--label-column", metavar="NAME", help="the column of labels, 0 = normal, 1 = anomaly"
+    )
+    tabular.add_argument(
+        "--model", help="a dense model for --score recon/latent/elbo/nll (auto: the recipe)"
+    )
+    tabular.add_argument(
+        "--fit-on",
+        choices=["normal", "all"],
+        default="normal",
+        help="train on the rows labelled normal, or on all rows (unsupervised); default normal",
+    )
+    tabular.add_argument(
+        "--test-fraction", type=float, default=0.5, help="share of each label held out (0.5)"
+    )
+    tabular.add_argument("--split-seed", type=seed, default=0, help="seed of the split (0)")
+    return tabular
+
+
+ANOMALY_OWN = (
+    "protocol",
+    "score",
+    "out",
+    "json",
+    "anomaly",
+    "model",
+    "models",
+    "digits",
+    "path",
+    "top_k",
+)
 
 
 def cmd_anomaly(args: argparse.Namespace) -> int:
-    options = options_of(args, *ANOMALY_OWN, "fit_on", "test_fraction", "split_seed")
+    own = ("fit_on", "test_fraction", "split_seed", "dataset", "label_column")
+    options = options_of(args, *ANOMALY_OWN, *(own if args.protocol == "tabular" else ()))
     common = {"scores": args.score, "out": args.out, "quiet": args.quiet, **options}
     if args.json:
         check_destination(Path(args.json))
     if args.out is not None:
         new_output_folder(Path(args.out))
     if args.protocol == "mnist-holdout":
-        result = protocols.mnist_holdout(args.anomaly, model=args.model, **common)
+        result = protocols.mnist_holdout(args.anomaly, model=args.model, top_k=args.top_k, **common)
     elif args.protocol == "mnist-one-class":
         result = protocols.mnist_one_class(args.models, digits=args.digits, **common)
     else:
-        arrays = protocols.load_tabular(args.path)
-        result = protocols.evaluate_tabular(
+        path = args.dataset or args.path
+        if path is None or (args.dataset and args.path):
+            raise UsageError("anomaly tabular: give the table once, as PATH or --dataset PATH")
+        arrays = tabular_protocol.read_rows(path, args.label_column)
+        result = tabular_protocol.evaluate_tabular(
             arrays["x"],
             arrays.get("y"),
             x_test=arrays.get("x_test"),

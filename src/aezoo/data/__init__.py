@@ -12,7 +12,7 @@ from aezoo.data.dataset import Dataset, binarize_once, split_rows, stratified_pi
 from aezoo.data.decide import LAYOUTS, parse_scale
 from aezoo.data.load import load_dataset, load_splits
 from aezoo.data.raw import MAX_BYTES
-from aezoo.data.readers import check_recorded
+from aezoo.data.readers import check_npz_size, check_recorded
 from aezoo.data.sources import SOURCES
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "MAX_BYTES",
     "Dataset",
     "binarize_once",
+    "check_npz_size",
     "check_recorded",
     "load_dataset",
     "load_splits",

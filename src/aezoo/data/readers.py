@@ -14,6 +14,7 @@ from aezoo.data.folders import folder_files, folder_sha256, read_folder
 from aezoo.data.raw import (
     FILE_SUFFIXES,
     IMAGE_SUFFIXES,
+    MAX_BYTES,
     TABLE_SUFFIXES,
     Raw,
     file_sha256,
@@ -63,21 +64,9 @@ def source_sha256(path: Path) -> str:
 
 def read_npz(path: Path, max_bytes: int) -> Raw:
     """x/y/x_test/y_test or x_train/y_train/x_test/y_test; the test part is optional."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            sizes = _npz_sizes(path, archive)
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise open_error(path, err, ".npz of numeric arrays") from None
-    keys = tuple(sizes)
+    keys = tuple(check_npz_size(path, max_bytes))
     train_key = _npz_train_key(path, keys)
     names = dict(zip(("x", "y", "x_test", "y_test"), NPZ_KEYS[train_key], strict=True))
-    total = sum(sizes.values())
-    if total > max_bytes:
-        raise UsageError(
-            f"{path}: its arrays would take {total / 2**30:.1f} GiB once decompressed, over the "
-            f"limit of {max_bytes / 2**30:.1f} GiB; save the images as a .npy (read memory-mapped) "
-            "or raise max_bytes"
-        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             # An object array with allow_pickle=False raises ValueError: nothing is unpickled.
@@ -108,6 +97,24 @@ def _npz_train_key(path: Path, keys: tuple[str, ...]) -> str:
             f"accepted names: {accepted}"
         )
     return present[0]
+
+
+def check_npz_size(path: Path, max_bytes: int = MAX_BYTES) -> dict[str, int]:
+    """{key: bytes once decompressed} of an .npz, refused before anything is allocated when the
+    total is over `max_bytes` (a decompression bomb, or a header announcing a huge array)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            sizes = _npz_sizes(path, archive)
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise open_error(path, err, ".npz of numeric arrays") from None
+    total = sum(sizes.values())
+    if total > max_bytes:
+        raise UsageError(
+            f"{path}: its arrays would take {total / 2**30:.1f} GiB once decompressed, over the "
+            f"limit of {max_bytes / 2**30:.1f} GiB; save the images as a .npy (read memory-mapped) "
+            "or raise max_bytes"
+        )
+    return sizes
 
 
 def _npz_sizes(path: Path, archive: zipfile.ZipFile) -> dict[str, int]:

@@ -1,0 +1,161 @@
+"""The checks and choices behind `AnomalyDetector`'s parameters: validation in scikit-learn's
+words, what "auto" picks for each input kind, and the options handed to the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from aezoo.errors import UsageError
+from aezoo.models import MODELS, preset
+from aezoo.models.protocols import GaussianLatent
+
+SCORES = ("auto", "recon", "elbo", "nll", "latent")
+IMAGE_MODEL = "dense-ae"  # the image default: its codes under a 50-component mixture
+IMAGE_COMPONENTS = 50
+LATENT_COMPONENTS = 10  # an explicit anomaly_score="latent" keeps its measured default
+# Options a detector sets with its own parameters, or that mean nothing for an in-memory fit.
+RESERVED_OPTIONS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "random_state",
+    "device": "device",
+    "dataset": None,
+    "data_dir": None,
+    "train_subset": None,
+    "test_subset": None,
+}
+
+
+def python_scalar(value: Any) -> Any:
+    """numpy scalars → Python numbers, so configs accept parameter grids built with numpy."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def has_gaussian_latent(name: str) -> bool:
+    """Whether a registered model has a Gaussian posterior q(z|x) (the GaussianLatent Protocol)."""
+    return issubclass(preset(name).model, GaussianLatent)  # a Protocol of methods only
+
+
+def posterior_models() -> list[str]:
+    """Registered unconditional models with a posterior: those `elbo` and `nll` apply to."""
+    return [
+        n
+        for n, p in MODELS.items()
+        if has_gaussian_latent(n) and not p.options.get("num_classes", 0)
+    ]
+
+
+def plan(
+    model: str | None, score: str, tabular: bool, components: int | None
+) -> tuple[str | None, str, int]:
+    """(model name, score, mixture components) that `auto` and None resolve to for the input kind:
+    tables → the recipe (no registered model), images → dense-ae codes under 50 components."""
+    if score == "auto" and tabular:
+        if model is not None:
+            raise UsageError(
+                f"anomaly_score='auto' on tables is aezoo's tabular recipe, which trains its own "
+                f"ensemble; to use {model!r}, name a score: 'recon', 'latent', 'elbo' or 'nll'"
+            )
+        return None, "recipe", 0
+    if score == "auto":
+        return model or IMAGE_MODEL, "latent", components or IMAGE_COMPONENTS
+    default_model = "dense-vae" if score in ("elbo", "nll") else IMAGE_MODEL
+    return model or default_model, score, components or LATENT_COMPONENTS
+
+
+def check_params(d: Any) -> None:
+    """Every parameter of detector `d`, in scikit-learn's words."""
+    name = type(d).__name__
+    if d.model is not None:
+        preset(d.model)  # an unknown name is an error listing the known ones
+    if d.anomaly_score not in SCORES:
+        raise UsageError(
+            f"The 'anomaly_score' parameter of {name} must be one of "
+            f"{', '.join(map(repr, SCORES))}. Got {d.anomaly_score!r} instead."
+        )
+    c = d.contamination
+    if not isinstance(c, numbers.Real) or not 0.0 < c <= 0.5:
+        raise UsageError(
+            f"The 'contamination' parameter of {name} must be a float in the "
+            f"range (0.0, 0.5]. Got {c!r} instead."
+        )
+    t = d.threshold_percentile
+    if t is not None and (not isinstance(t, numbers.Real) or not 0.0 < t <= 100.0):
+        raise UsageError(
+            f"The 'threshold_percentile' parameter of {name} must be None or a "
+            f"float in the range (0.0, 100.0]. Got {t!r} instead."
+        )
+    for param in ("epochs", "batch_size", "n_samples", "latent_components"):
+        value = getattr(d, param)
+        if param == "latent_components" and value is None:
+            continue
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise UsageError(
+                f"The '{param}' parameter of {name} must be an int in the "
+                f"range [1, inf). Got {value!r} instead."
+            )
+    _check_model_options(d.model_options, name)
+
+
+def _check_model_options(options: Any, name: str) -> None:
+    if options is not None and not isinstance(options, Mapping):
+        raise UsageError(
+            f"The 'model_options' parameter of {name} must be a dict or None. "
+            f"Got {options!r} instead."
+        )
+    for key in options or {}:
+        if key in RESERVED_OPTIONS:
+            param = RESERVED_OPTIONS[key]
+            reason = (
+                f"set it with the '{param}' parameter"
+                if param
+                else "the detector trains on the rows given to fit"
+            )
+            raise UsageError(f"model_options: {key!r} is not a model option ({reason})")
+
+
+def draw_seed(random_state: Any) -> int:
+    """A non-negative int seed from random_state (int, RandomState or None)."""
+    if isinstance(random_state, numbers.Integral) and random_state >= 0:
+        return int(random_state)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def model_options(model: str, options: Mapping[str, Any] | None, tabular: bool) -> dict[str, Any]:
+    """model_options, plus the Gaussian losses tabular data needs unless set there."""
+    out = {k: python_scalar(v) for k, v in (options or {}).items()}
+    fields = {f.name for f in dataclasses.fields(preset(model).config)}
+    if tabular and "likelihood" in fields:
+        out.setdefault("likelihood", "gaussian")
+        out.setdefault("learn_sigma", True)
+    if tabular and "loss" in fields:
+        out.setdefault("loss", "mse")
+    return out
+
+
+def check_model(model: str, score: str, config: Any, tabular: bool) -> None:
+    """The model can serve this input kind and score."""
+    arch = getattr(config, "arch", None)
+    if tabular and arch != "dense":
+        dense = [n for n, p in MODELS.items() if p.options.get("arch") == "dense"]
+        raise UsageError(
+            f"tabular rows [N, D] need a dense model ({', '.join(dense)}); "
+            f"{model} is {arch}. Images go in as [N, H, W], [N, C, H, W] or [N, H, W, C]"
+        )
+    if getattr(config, "num_classes", 0):
+        raise UsageError(
+            f"{model} is conditioned on labels, which an outlier detector "
+            "does not have; use an unconditional model"
+        )
+    if score in ("elbo", "nll") and not has_gaussian_latent(model):
+        raise UsageError(
+            f"anomaly_score={score!r} needs a model with a posterior q(z|x) "
+            f"({', '.join(posterior_models())}); {model} has none: use 'recon' or 'latent'"
+        )

@@ -1,0 +1,179 @@
+"""The default detector (issue 15): the tabular recipe's maths, the threshold on new normal rows,
+anomaly maps and feature contributions, and `aezoo anomaly tabular` on a CSV, all on real data
+(scikit-learn's breast-cancer and digits sets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+
+from aezoo import AnomalyDetector
+from aezoo.cli import main
+
+
+@pytest.fixture(scope="module")
+def cancer() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training benign rows, new benign rows, malignant rows), a seeded split."""
+    x, y = load_breast_cancer(return_X_y=True)
+    benign = x[y == 1][np.random.default_rng(0).permutation(int((y == 1).sum()))]
+    return benign[:250], benign[250:], x[y == 0]
+
+
+@pytest.fixture(scope="module")
+def fitted(cancer: tuple[np.ndarray, ...]) -> AnomalyDetector:
+    return AnomalyDetector().fit(cancer[0])
+
+
+def test_default_on_tables_is_the_seeded_recipe(fitted: AnomalyDetector, cancer: tuple) -> None:
+    train, new, malignant = cancer
+    assert fitted.anomaly_score_ == "recipe" and fitted.random_state == 0
+    assert fitted.model_ is None and len(fitted.ensemble_.members) == 5
+    again = AnomalyDetector().fit(train)  # seeded by default: the same call, the same scores
+    np.testing.assert_array_equal(again.score_samples(new), fitted.score_samples(new))
+    other = AnomalyDetector(random_state=1).fit(train)
+    assert not np.array_equal(other.score_samples(new), fitted.score_samples(new))
+    # higher = more normal: malignant rows score lower than new benign ones
+    scores = fitted.score_samples(np.concatenate([new, malignant]))
+    is_anomaly = np.r_[np.zeros(len(new)), np.ones(len(malignant))]
+    assert roc_auc_score(is_anomaly, -scores) > 0.9
+
+
+def test_recipe_signs_and_row_independence(fitted: AnomalyDetector, cancer: tuple) -> None:
+    _, new, malignant = cancer
+    rows = np.concatenate([new[:20], malignant[:20]])
+    scores = fitted.score_samples(rows)
+    np.testing.assert_array_equal(fitted.decision_function(rows), scores - fitted.offset_)
+    np.testing.assert_array_equal(fitted.predict(rows), np.where(scores < fitted.offset_, -1, 1))
+    assert set(np.unique(fitted.predict(rows))) == {-1, 1}
+    alone = np.array([fitted.score_samples(r[None])[0] for r in rows[:8]])
+    np.testing.assert_array_equal(alone, scores[:8])  # bit for bit, whatever else is scored
+    order = np.random.default_rng(1).permutation(len(rows))
+    np.testing.assert_array_equal(fitted.score_samples(rows[order]), scores[order])
+
+
+def test_recipe_parts_combine_to_the_score(fitted: AnomalyDetector, cancer: tuple) -> None:
+    """anomaly = 0.25·max(z_AE, 0) + 0.75·z_IF, each part robust-z on the training rows."""
+    rows = cancer[1]
+    parts = fitted.ensemble_.parts(rows)
+    expected = 0.25 * np.maximum(parts["ae"], 0) + 0.75 * parts["forest"]
+    np.testing.assert_allclose(-fitted.score_samples(rows), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("c", [0.05, 0.1])
+def test_threshold_holds_on_new_normal_rows(cancer: tuple, c: float) -> None:
+    train, new, _ = cancer
+    detector = AnomalyDetector(contamination=c).fit(train)
+    flagged = (detector.predict(new) == -1).mean()
+    assert c / 1.5 <= flagged <= c * 1.5, flagged
+
+
+def test_threshold_holds_for_an_image_model() -> None:
+    """A registered model's threshold comes from held-out training images, so new images of
+    the same digits are flagged at about the contamination."""
+    digits = load_digits()
+    images = digits.images / 16.0  # [N, 8, 8] in [0, 1]
+    order = np.random.default_rng(0).permutation(len(images))
+    train, new = images[order[:1300]], images[order[1300:]]
+    detector = AnomalyDetector(contamination=0.1, epochs=10).fit(train)
+    assert detector.anomaly_score_ == "latent" and detector._components == 50
+    assert len(detector._threshold_rows) == 130
+    flagged = (detector.predict(new) == -1).mean()
+    assert 0.1 / 1.5 <= flagged <= 0.1 * 1.5, flagged
+
+
+def test_feature_contributions_sum_to_the_reconstruction_part(
+    fitted: AnomalyDetector, cancer: tuple
+) -> None:
+    rows = np.concatenate([cancer[1][:10], cancer[2][:10]])
+    contributions = fitted.feature_contributions(rows)
+    assert contributions.shape == (20, 30)
+    np.testing.assert_allclose(
+        contributions.sum(1), fitted.ensemble_.reconstruction_part(rows), rtol=1e-9, atol=1e-9
+    )
+    # malignant rows carry more reconstruction suspicion than benign ones, on the whole
+    assert contributions[10:].sum(1).mean() > contributions[:10].sum(1).mean()
+
+
+def test_anomaly_map_is_shaped_like_the_images_and_sums_to_the_error() -> None:
+    digits = load_digits()
+    images = (digits.images * 255 / 16).round().astype(np.uint8)  # [N, 8, 8] pixels
+    detector = AnomalyDetector(
+        "dense-ae", anomaly_score="recon", epochs=3, model_options={"loss": "mse"}
+    ).fit(images[:600])
+    maps = detector.anomaly_map(images[600:620])
+    assert maps.shape == (20, 8, 8) and (maps >= 0).all()
+    np.testing.assert_allclose(
+        maps.sum((1, 2)), -detector.score_samples(images[600:620]), rtol=1e-5
+    )
+    channels_last = detector.anomaly_map(images[600:620, :, :, None])  # [N, H, W, 1]
+    assert channels_last.shape == (20, 8, 8, 1)
+    np.testing.assert_array_equal(channels_last[..., 0], maps)
+    with pytest.raises(ValueError, match="for tables use feature_contributions"):
+        AnomalyDetector().fit(digits.data[:100]).anomaly_map(digits.data[:5])
+
+
+def test_cli_tabular_reads_a_csv_with_a_label_column(tmp_path: Path, capsys) -> None:
+    x, y = load_breast_cancer(return_X_y=True)
+    names = [f"f{i}" for i in range(x.shape[1])]
+    lines = [",".join([*names, "malignant"])]
+    lines += [
+        ",".join([*(f"{v:.6g}" for v in row), str(1 - t)]) for row, t in zip(x, y, strict=False)
+    ]
+    (tmp_path / "cancer.csv").write_text("\n".join(lines) + "\n")
+    results = []
+    for run in range(2):
+        argv = ["anomaly", "tabular", "--dataset", str(tmp_path / "cancer.csv")]
+        argv += ["--label-column", "malignant", "--quiet", "--json", str(tmp_path / f"{run}.json")]
+        assert main(argv) == 0
+        capsys.readouterr()
+        results.append(json.loads((tmp_path / f"{run}.json").read_text()))
+    del results[0]["train_seconds"], results[1]["train_seconds"]
+    assert results[0] == results[1]  # seeded by default
+    entry = results[0]["scores"]["auto"]
+    assert results[0]["model"] == "auto" and results[0]["params"]["random_state"] == 0
+    assert entry["auroc"] > 0.9 and results[0]["train_rows"] == 179  # half the benign rows
+    assert (
+        main(
+            [
+                "anomaly",
+                "tabular",
+                "--dataset",
+                str(tmp_path / "cancer.csv"),
+                "--label-column",
+                "nosuch",
+            ]
+        )
+        == 2
+    )
+    assert "no column 'nosuch'" in capsys.readouterr().err
+
+
+ODDS = next(
+    (
+        p / "shared" / "data" / "odds"
+        for p in Path(__file__)
+        .resolve()
+        .parents[2:4]  # ../shared from the repository root, or ../..
+        if (p / "shared" / "data" / "odds").is_dir()
+    ),
+    None,
+)
+
+
+@pytest.mark.skipif(ODDS is None, reason="the ODDS tables (../shared/data/odds) are not here")
+@pytest.mark.parametrize("table", ["vowels", "thyroid"])
+def test_threshold_holds_on_odds_normal_rows(table: str) -> None:
+    """The ODDS protocol's split (60/40, stratified, seed 0), fitted on the normal training rows:
+    the flagged share of the test normal rows stays within ×1.5 of contamination."""
+    with np.load(ODDS / f"{table}.npz") as npz:
+        x, y = npz["X"].astype(np.float64), npz["y"]
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.4, stratify=y, random_state=0)
+    detector = AnomalyDetector(contamination=0.1).fit(xtr[ytr == 0])
+    flagged = (detector.predict(xte[yte == 0]) == -1).mean()
+    assert 0.1 / 1.5 <= flagged <= 0.1 * 1.5, flagged
