@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from aezoo.errors import UsageError
+from aezoo.errors import TrainingError, UsageError
 from aezoo.io import load_json
 from aezoo.models import build_from_config, count_parameters
 
@@ -200,4 +200,14 @@ def check_labels(num_classes: int, name: str) -> None:
         raise UsageError(
             f"the labels of {name} go up to {num_classes - 1}; aezoo takes class labels "
             f"0..{MAX_CLASSES - 1}"
+        )
+
+
+def refuse_non_finite(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Weights that are not finite are never written: a checkpoint is "the last good one"."""
+    floats = [(k, t) for k, t in tensors.items() if t.is_floating_point() and t.numel()]
+    if floats and not bool(torch.stack([t.detach().isfinite().all() for _, t in floats]).all()):
+        name = next(k for k, t in floats if not bool(t.detach().isfinite().all()))
+        raise TrainingError(
+            f"not writing {path}: tensor {name!r} is non-finite; the last good checkpoint is kept"
         )

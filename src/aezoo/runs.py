@@ -24,7 +24,7 @@ from aezoo.config import DataConfig, TrainConfig, from_dict, load_json, split_op
 from aezoo.data import Dataset
 from aezoo.data.batches import Batches, parse_corruption
 from aezoo.device import place_model, resolve_device
-from aezoo.errors import TrainingError, UsageError
+from aezoo.errors import UsageError
 from aezoo.io import TEMPORARY as TEMPORARY  # re-exported: what a run folder may hold
 from aezoo.io import atomic_write as atomic_write
 from aezoo.io import read_safetensors, write_safetensors
@@ -40,21 +40,17 @@ from aezoo.runfiles import CONFIG as CONFIG
 from aezoo.runfiles import METRICS as METRICS
 from aezoo.runfiles import SUMMARY as SUMMARY
 from aezoo.runfiles import WEIGHTS as WEIGHTS
-from aezoo.runfiles import check_labels, check_model_size, checkpoint_metadata, no_links
+from aezoo.runfiles import (
+    check_labels,
+    check_model_size,
+    checkpoint_metadata,
+    no_links,
+    refuse_non_finite,
+)
 from aezoo.runfiles import read_metrics as read_metrics
 from aezoo.version import __version__
 
 DATA_INFO = "data_info"  # config.json's record of the data read (aezoo.data.load_splits' info)
-
-
-def refuse_non_finite(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Weights that are not finite are never written: a checkpoint is "the last good one"."""
-    floats = [(k, t) for k, t in tensors.items() if t.is_floating_point() and t.numel()]
-    if floats and not bool(torch.stack([t.detach().isfinite().all() for _, t in floats]).all()):
-        name = next(k for k, t in floats if not bool(t.detach().isfinite().all()))
-        raise TrainingError(
-            f"not writing {path}: tensor {name!r} is non-finite; the last good checkpoint is kept"
-        )
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
