@@ -72,7 +72,9 @@ def summary_of(run: Path) -> dict:
 # the way in: arrays, .npy, tables, folders, Keras npz
 
 
-def test_array_dataset_is_accepted_and_recorded(digits: tuple, tmp_path: Path) -> None:
+def test_array_dataset_is_accepted_and_recorded(
+    capsys: pytest.CaptureFixture, digits: tuple, tmp_path: Path
+) -> None:
     x, y = digits
     run = aezoo.train(
         "dense-ae",
@@ -92,6 +94,8 @@ def test_array_dataset_is_accepted_and_recorded(digits: tuple, tmp_path: Path) -
     split = info["split"]
     assert split["made"] and split["seed"] == 0 and split["train"] + split["test"] == len(x)
     assert split["test"] == round(0.1 * len(x))
+    # the array cannot be read again: eval without --dataset says what to do, in one line
+    assert_one_line(*run_main(capsys, "eval", run.path)[::2], "in-memory array", "--dataset PATH")
 
 
 def test_array_errors_are_one_line_without_the_array(digits: tuple, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from aezoo.config import DataConfig
 from aezoo.data import DATASETS, Dataset, binarize_once, check_recorded, load_dataset, load_splits
+from aezoo.data.readers import ARRAY_GONE
 from aezoo.errors import UsageError
 from aezoo.models import MODELS, preset
 
@@ -29,7 +30,7 @@ def read_data(
     if (source is None and config.dataset == ARRAY) or (
         test is None and config.test_dataset == ARRAY
     ):
-        raise UsageError("the run was trained on an in-memory array; pass --dataset")
+        raise UsageError(ARRAY_GONE)
     name = config.dataset if source is None else source
     if config.label_column is not None and isinstance(name, str) and name in DATASETS:
         raise UsageError(f"label_column: {name} brings its own labels")

@@ -152,12 +152,18 @@ def read_npy(path: Path) -> Raw:
     return Raw(array, None, path.stem, record_of(path, "npy", file_sha256(path)))
 
 
+ARRAY_GONE = (
+    "the run was trained on an in-memory array, which cannot be read again; eval and encode take "
+    "data with --dataset PATH; to resume or explore, train from a file"
+)
+
+
 def check_recorded(info: dict[str, Any]) -> None:
     """Refuse data that moved or changed since `info` was recorded: one line naming --dataset."""
     source, reader = info.get("source"), info.get("reader")
     if reader in ("named", "array", "dataset") or source is None:
         if source == "array":
-            raise UsageError("the run was trained on an in-memory array; pass --dataset")
+            raise UsageError(ARRAY_GONE)
         return
     path = Path(source)
     if not path.exists():
