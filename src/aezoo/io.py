@@ -72,14 +72,19 @@ def load_json(path: Path) -> Any:
         raise UsageError(f"{path}: not a readable JSON file ({err})") from None
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; anything else is refused with the file named."""
+def read_file(path: str | os.PathLike) -> bytes:
+    """A file's bytes; a missing or unreadable file is one line naming it."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except OSError as err:
-        raise UsageError(f"{path}: cannot read ({err.strerror})") from None
+        raise UsageError(f"{path}: cannot read it ({err.strerror or err})") from None
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; anything else is refused with the file named."""
+    data = read_file(path)
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from aezoo.errors import UsageError
+from aezoo.io import read_file
 
 GZIP_MAGIC = b"\x1f\x8b"
 # The type codes of the IDX specification (big-endian on disk).
@@ -33,12 +34,7 @@ CODES = {dtype.newbyteorder("="): code for code, dtype in DTYPES.items()}
 
 def read_bytes(path: str | os.PathLike) -> bytes:
     """The file's contents, gunzipped when they start with the gzip magic bytes."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except OSError as err:
-        raise UsageError(f"{path}: cannot read it ({err.strerror or err})") from None
+    raw = read_file(path)
     if not raw.startswith(GZIP_MAGIC):
         return raw
     try:
