@@ -9,12 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import MNIST_DIR
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from aezoo import AnomalyDetector
+from aezoo.anomaly.combined import relative_error
+from aezoo.anomaly.fitting import rescore
+from aezoo.anomaly.params import auto_epochs
 from aezoo.cli import main
+from aezoo.data import load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +80,15 @@ def test_threshold_holds_on_new_normal_rows(cancer: tuple, c: float) -> None:
 
 
 def test_threshold_holds_for_an_image_model() -> None:
-    """A registered model's threshold comes from held-out training images, so new images of
-    the same digits are flagged at about the contamination."""
-    digits = load_digits()
-    images = digits.images / 16.0  # [N, 8, 8] in [0, 1]
+    """The image default's threshold comes from held-out training images, so new images of the
+    same kind are flagged at about the contamination (400 held-out images: a 10% quantile
+    estimated to about ±0.015)."""
+    images = load_dataset("mnist", "test", data_dir=MNIST_DIR).images.numpy()[:, 0]  # uint8
     order = np.random.default_rng(0).permutation(len(images))
-    train, new = images[order[:1300]], images[order[1300:]]
-    detector = AnomalyDetector(contamination=0.1, epochs=10).fit(train)
-    assert detector.anomaly_score_ == "latent" and detector._components == 50
-    assert len(detector._threshold_rows) == 130
+    train, new = images[order[:4000]], images[order[4000:7000]]
+    detector = AnomalyDetector(contamination=0.1, epochs=5).fit(train)
+    assert detector.anomaly_score_ == "combined" and detector._components == 50
+    assert len(detector._threshold_rows) == 400
     flagged = (detector.predict(new) == -1).mean()
     assert 0.1 / 1.5 <= flagged <= 0.1 * 1.5, flagged
 
@@ -177,3 +183,89 @@ def test_threshold_holds_on_odds_normal_rows(table: str) -> None:
     detector = AnomalyDetector(contamination=0.1).fit(xtr[ytr == 0])
     flagged = (detector.predict(xte[yte == 0]) == -1).mean()
     assert 0.1 / 1.5 <= flagged <= 0.1 * 1.5, flagged
+
+
+# --- the image default: the combined score --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digit_images() -> dict[str, np.ndarray]:
+    """scikit-learn's 8×8 digits as uint8 pixels [N, 8, 8], seeded: 1,000 training images of
+    every digit but 1, the other such images as new normal ones, and the ones."""
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.images))
+    images = np.rint(digits.images[order] * 255 / 16).astype(np.uint8)
+    labels = digits.target[order]
+    normal = images[labels != 1]
+    return {"train": normal[:1000], "new": normal[1000:], "ones": images[labels == 1]}
+
+
+@pytest.fixture(scope="module")
+def image_default(digit_images: dict[str, np.ndarray]) -> AnomalyDetector:
+    return AnomalyDetector().fit(digit_images["train"])
+
+
+def test_image_default_trains_enough_steps_and_finds_the_unseen_digit(
+    image_default: AnomalyDetector, digit_images: dict[str, np.ndarray]
+) -> None:
+    assert image_default.anomaly_score_ == "combined" and image_default._model_name == "dense-ae"
+    # 900 training images (100 held out) are 8 batches: 4,000 steps would be 500 epochs, capped
+    assert len(image_default.loss_curve_) == auto_epochs(900, 128, tabular=False) == 200
+    new, ones = digit_images["new"], digit_images["ones"]
+    scores = -image_default.score_samples(np.concatenate([new, ones]))
+    assert roc_auc_score(np.r_[np.zeros(len(new)), np.ones(len(ones))], scores) > 0.8
+
+
+def test_auto_epochs_reach_the_step_count_within_bounds() -> None:
+    assert auto_epochs(54_000, 128, tabular=False) == 20  # 422 steps an epoch: 20 is plenty
+    assert auto_epochs(4_500, 128, tabular=False) == 112  # ⌈4000 / 36⌉
+    assert auto_epochs(100, 128, tabular=False) == 200  # one step an epoch: capped
+    assert auto_epochs(100, 128, tabular=True) == 20
+
+
+def test_combined_score_is_its_parts_in_robust_units(
+    image_default: AnomalyDetector, digit_images: dict[str, np.ndarray]
+) -> None:
+    """anomaly = z(latent) + ½·max(z(recon), 0), both parts median 0, IQR 1 on the held-out
+    training images; the recon part is the log share of each image's energy left unexplained."""
+    model, combined = image_default.model_, image_default.combined_
+    pixels = digit_images["new"][:40]
+    new = pixels[:, None].astype(np.float32) / 255.0  # the model's input [N, 1, 8, 8]
+    parts = combined.parts(model, torch.from_numpy(new))
+    expected = parts["latent"] + 0.5 * np.maximum(parts["recon"], 0)
+    np.testing.assert_allclose(-image_default.score_samples(pixels), expected, rtol=1e-12)
+    with torch.no_grad():
+        rebuilt = model.decode(model.encode(torch.from_numpy(new))).double().numpy()
+    x = new.astype(np.float64)
+    error, energy = ((x - rebuilt) ** 2).sum((1, 2, 3)), (x**2).sum((1, 2, 3))
+    np.testing.assert_allclose(
+        relative_error(model, torch.from_numpy(new)),
+        np.log(error + 1e-3) - np.log(energy + 1e-3),
+        rtol=1e-6,
+    )
+    held = digit_images["train"][image_default._threshold_rows][:, None].astype(np.float32) / 255
+    for part in combined.parts(model, torch.from_numpy(held)).values():
+        assert abs(np.median(part)) < 1e-9
+        q1, q3 = np.percentile(part, [25, 75])
+        assert q3 - q1 == pytest.approx(1.0)
+
+
+def test_combined_score_of_a_blank_image_is_finite(image_default: AnomalyDetector) -> None:
+    blank = np.zeros((2, 8, 8), dtype=np.uint8)
+    assert np.isfinite(image_default.score_samples(blank)).all()
+
+
+def test_combined_score_is_for_images(cancer: tuple) -> None:
+    with pytest.raises(ValueError, match="'combined' is for images"):
+        AnomalyDetector(anomaly_score="combined").fit(cancer[0])
+
+
+def test_rescore_from_the_image_default_shares_its_model(
+    image_default: AnomalyDetector, digit_images: dict[str, np.ndarray]
+) -> None:
+    latent = rescore(image_default, digit_images["train"], anomaly_score="latent")
+    assert latent.model_ is image_default.model_ and latent.anomaly_score_ == "latent"
+    assert not hasattr(latent, "combined_") and latent.latent_density_.n_components == 10
+    back = rescore(latent, digit_images["train"], anomaly_score="auto")
+    new = digit_images["new"][:20]
+    np.testing.assert_array_equal(back.score_samples(new), image_default.score_samples(new))

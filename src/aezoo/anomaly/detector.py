@@ -5,8 +5,9 @@ Fit on normal data; score new data. Signs follow scikit-learn: `score_samples` i
 normal data, `decision_function(X) = score_samples(X) − offset_`, `predict` gives +1 (inlier) or −1
 (outlier). With no arguments the detector is the best aezoo offers for the input kind
 (`anomaly_score="auto"`): tables [N, D] get the tabular recipe (tabular.py: an ensemble of small
-autoencoders beside an IsolationForest), images get dense-ae codes under a 50-component Gaussian
-mixture. Every score of a registered model stays selectable.
+autoencoders beside an IsolationForest), images get dense-ae's "combined" score (combined.py: its
+codes under a Gaussian mixture, plus the share of each image it fails to reconstruct). Every score
+of a registered model stays selectable.
 
 Scores are deterministic and row-wise: a row's score depends on the row and the fitted detector
 only. The threshold (offset_) is set on training rows the scorer did not learn from (out-of-bag
@@ -43,14 +44,17 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         "elbo"/"nll"); with anomaly_score="auto" on tables the recipe trains its own ensemble.
     anomaly_score : "auto" (the input kind's best, above), "recon" (−log p(x|z), averaged over
         posterior samples for a VAE), "elbo" (−ELBO), "nll" (the importance-weighted bound over
-        `n_samples`; these two need a VAE) or "latent" (−log density of encode(x) under a Gaussian
-        mixture fitted to the training codes). `score_samples` is minus this.
+        `n_samples`; these two need a VAE), "latent" (−log density of encode(x) under a Gaussian
+        mixture fitted to the training codes) or "combined" (images only: the image default,
+        combined.py). `score_samples` is minus this.
     contamination : the share of held-out training rows that fall below the threshold, (0, 0.5].
     threshold_percentile : if given, the threshold is this percentile of the held-out training
         rows' anomaly scores (95 ↔ contamination 0.05) and `contamination` is not used.
-    epochs, batch_size, lr : a registered model's training (lr None: the preset's).
+    epochs, batch_size, lr : a registered model's training (lr None: the preset's). epochs None:
+        20 on tables; on images at least 20 and enough for 4,000 optimiser steps.
     n_samples : posterior samples per row for a VAE's recon, elbo and nll.
-    latent_components : mixture components for "latent"; None: 50 under "auto", else 10.
+    latent_components : mixture components for "latent" and "combined"; None: 50 for
+        "combined" (and "auto" on images), 10 for "latent".
     random_state : int, RandomState or None (default 0: the same call gives the same result).
     device : "cpu", "cuda", "cuda:N", "mps" or "auto".
     layout : "auto", "nchw" or "nhwc": how 4-D images are laid out (ambiguous shapes need it).
@@ -61,8 +65,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     anomaly_score_ : the score in use ("recipe" for the tabular default). model_ : the trained
     model (None for the recipe). ensemble_ : the tabular recipe (None otherwise). scaler_ : the
     StandardScaler of tabular input to a model (None otherwise). latent_density_ : the mixture
-    ("latent" only). offset_, threshold_ (= −offset_). n_features_in_. loss_curve_ : the model's
-    training loss per epoch (empty for the recipe).
+    ("latent" only). combined_ : the fitted parts of the "combined" score. offset_, threshold_
+    (= −offset_). n_features_in_. loss_curve_ : the model's training loss per epoch (empty for
+    the recipe).
     """
 
     def __init__(
@@ -71,7 +76,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         anomaly_score: str = "auto",
         contamination: float = 0.05,
         threshold_percentile: float | None = None,
-        epochs: int = 20,
+        epochs: int | None = None,
         batch_size: int = 128,
         lr: float | None = None,
         n_samples: int = 10,
@@ -115,7 +120,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             rows = self._rows(X, reset=True)
             self.ensemble_ = TabularEnsemble(self._seed)
             self.model_, self.scaler_, self.loss_curve_ = None, None, []
-            self.__dict__.pop("latent_density_", None)
+            for fitted in ("latent_density_", "combined_"):
+                self.__dict__.pop(fitted, None)
             return self._set_offset(-self.ensemble_.fit(rows))
         self.ensemble_ = None
         x = self._input(X, reset=True, tabular=tabular)

@@ -13,8 +13,16 @@ from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 
 from aezoo.anomaly import scoring
+from aezoo.anomaly.combined import fit_combined
 from aezoo.anomaly.inputs import quantise
-from aezoo.anomaly.params import check_model, check_params, model_options, plan, python_scalar
+from aezoo.anomaly.params import (
+    auto_epochs,
+    check_model,
+    check_params,
+    model_options,
+    plan,
+    python_scalar,
+)
 from aezoo.data import Dataset, binarize_once
 from aezoo.device import resolve_device
 from aezoo.errors import UsageError
@@ -49,9 +57,11 @@ def fit_model(d: Any, model: str, x: np.ndarray, tabular: bool) -> Any:
     held = threshold_rows(len(x), d._seed)
     train_x = np.delete(x, held, axis=0)
     options = model_options(model, d.model_options, tabular)
+    batch_size = min(python_scalar(d.batch_size), len(train_x))
+    epochs = python_scalar(d.epochs)
     options.update(
-        epochs=python_scalar(d.epochs),
-        batch_size=min(python_scalar(d.batch_size), len(train_x)),
+        epochs=auto_epochs(len(train_x), batch_size, tabular) if epochs is None else epochs,
+        batch_size=batch_size,
         seed=d._seed,
         device=d.device,
     )
@@ -87,27 +97,38 @@ def fit_model(d: Any, model: str, x: np.ndarray, tabular: bool) -> Any:
 def fit_score(d: Any, x: np.ndarray) -> Any:
     """The score's fitted parts (the latent mixture, on training rows) and the threshold (on the
     held-out rows when there are enough, else on every row)."""
-    d.__dict__.pop("latent_density_", None)  # a refit with another score drops the old
+    for fitted in ("latent_density_", "combined_"):  # a refit with another score drops the old
+        d.__dict__.pop(fitted, None)
     held = d._threshold_rows
     train_x = np.delete(x, held, axis=0)
-    if d.anomaly_score_ == "latent":
-        codes = scoring.codes(d.model_, as_tensor(train_x))
-        if codes.shape[1] > MAX_CODE_WIDTH:
-            raise UsageError(
-                f"anomaly_score='latent' needs codes of at most {MAX_CODE_WIDTH} values; "
-                f"{d._model_name}'s have {codes.shape[1]}"
-            )
-        components = d._components
-        if components > len(codes):
-            warnings.warn(
-                f"latent_components ({components}) is greater than the number of "
-                f"samples ({len(codes)}); using {len(codes)}",
-                stacklevel=4,
-            )
-            components = len(codes)
-        d.latent_density_ = fit_gmm(codes, components, seed=d._seed)
     reference = x[held] if len(held) else x
+    if d.anomaly_score_ in ("latent", "combined"):
+        codes = scoring.codes(d.model_, as_tensor(train_x))
+        components = mixture_size(d, codes)
+    if d.anomaly_score_ == "latent":
+        d.latent_density_ = fit_gmm(codes, components, seed=d._seed)
+    elif d.anomaly_score_ == "combined":
+        d.combined_ = fit_combined(d.model_, codes, as_tensor(reference), components, d._seed)
     return d._set_offset(normality(d, reference))
+
+
+def mixture_size(d: Any, codes: np.ndarray) -> int:
+    """The mixture's components for these codes: an error for codes too wide for a full
+    covariance, a warning (and one component per code) for fewer codes than components."""
+    if codes.shape[1] > MAX_CODE_WIDTH:
+        raise UsageError(
+            f"anomaly_score={d.anomaly_score_!r} needs codes of at most {MAX_CODE_WIDTH} "
+            f"values; {d._model_name}'s have {codes.shape[1]}"
+        )
+    components = d._components
+    if components > len(codes):
+        warnings.warn(
+            f"latent_components ({components}) is greater than the number of "
+            f"samples ({len(codes)}); using {len(codes)}",
+            stacklevel=5,
+        )
+        components = len(codes)
+    return components
 
 
 def normality(d: Any, x: np.ndarray) -> np.ndarray:
@@ -115,6 +136,8 @@ def normality(d: Any, x: np.ndarray) -> np.ndarray:
     t = as_tensor(x)
     if d.anomaly_score_ == "latent":
         return d.latent_density_.score_samples(scoring.codes(d.model_, t))
+    if d.anomaly_score_ == "combined":
+        return -d.combined_.anomaly(d.model_, t)
     return scoring.model_scores(d.model_, t, d.anomaly_score_, d.n_samples, d._seed)
 
 
@@ -145,7 +168,7 @@ def rescore(detector: Any, X: Any, **params: Any) -> Any:
             "rescore: anomaly_score='auto' on tables is the recipe; fit a new detector"
         )
     _, score, components = plan(
-        detector._model_name, new.anomaly_score, False, new.latent_components
+        detector._model_name, new.anomaly_score, tabular, new.latent_components
     )
     if score in ("elbo", "nll") and not isinstance(detector.model_, GaussianLatent):
         raise UsageError(f"anomaly_score={score!r} needs a model with a posterior")

@@ -4,6 +4,7 @@ words, what "auto" picks for each input kind, and the options handed to the mode
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
@@ -15,9 +16,12 @@ from aezoo.errors import UsageError
 from aezoo.models import MODELS, preset
 from aezoo.models.protocols import GaussianLatent
 
-SCORES = ("auto", "recon", "elbo", "nll", "latent")
-IMAGE_MODEL = "dense-ae"  # the image default: its codes under a 50-component mixture
-IMAGE_COMPONENTS = 50
+SCORES = ("auto", "recon", "elbo", "nll", "latent", "combined")
+IMAGE_MODEL = "dense-ae"  # the image default: the combined score (combined.py) on its codes
+IMAGE_COMPONENTS = 50  # mixture components of the combined score
+TABLE_EPOCHS = 20  # epochs=None on tables
+MIN_STEPS = 4000  # epochs=None on images: at least 20 epochs and at least this many steps,
+MAX_AUTO_EPOCHS = 200  # but no more passes than this over a small image set
 LATENT_COMPONENTS = 10  # an explicit anomaly_score="latent" keeps its measured default
 # Options a detector sets with its own parameters, or that mean nothing for an in-memory fit.
 RESERVED_OPTIONS = {
@@ -56,7 +60,7 @@ def plan(
     model: str | None, score: str, tabular: bool, components: int | None
 ) -> tuple[str | None, str, int]:
     """(model name, score, mixture components) that `auto` and None resolve to for the input kind:
-    tables → the recipe (no registered model), images → dense-ae codes under 50 components."""
+    tables → the recipe (no registered model), images → dense-ae's combined score, 50 components."""
     if score == "auto" and tabular:
         if model is not None:
             raise UsageError(
@@ -64,8 +68,13 @@ def plan(
                 f"ensemble; to use {model!r}, name a score: 'recon', 'latent', 'elbo' or 'nll'"
             )
         return None, "recipe", 0
-    if score == "auto":
-        return model or IMAGE_MODEL, "latent", components or IMAGE_COMPONENTS
+    if score == "combined" and tabular:
+        raise UsageError(
+            "anomaly_score='combined' is for images (its recon part is a share of the image's "
+            "energy); on tables use 'auto', 'recon', 'latent', 'elbo' or 'nll'"
+        )
+    if score in ("auto", "combined"):
+        return model or IMAGE_MODEL, "combined", components or IMAGE_COMPONENTS
     default_model = "dense-vae" if score in ("elbo", "nll") else IMAGE_MODEL
     return model or default_model, score, components or LATENT_COMPONENTS
 
@@ -94,7 +103,7 @@ def check_params(d: Any) -> None:
         )
     for param in ("epochs", "batch_size", "n_samples", "latent_components"):
         value = getattr(d, param)
-        if param == "latent_components" and value is None:
+        if param in ("latent_components", "epochs") and value is None:
             continue
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise UsageError(
@@ -119,6 +128,16 @@ def _check_model_options(options: Any, name: str) -> None:
                 else "the detector trains on the rows given to fit"
             )
             raise UsageError(f"model_options: {key!r} is not a model option ({reason})")
+
+
+def auto_epochs(rows: int, batch_size: int, tabular: bool) -> int:
+    """epochs=None: 20 passes on tables; on images enough passes for MIN_STEPS optimiser steps,
+    at least 20 and at most 200: 20 epochs of a small image set leave its codes unsettled, and
+    many more overfit them (docs/benchmarks.md, "Images")."""
+    if tabular:
+        return TABLE_EPOCHS
+    steps_per_epoch = max(1, math.ceil(rows / batch_size))
+    return min(MAX_AUTO_EPOCHS, max(TABLE_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch)))
 
 
 def draw_seed(random_state: Any) -> int:

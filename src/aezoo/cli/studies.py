@@ -170,7 +170,8 @@ def _detector_flags(p: argparse.ArgumentParser) -> None:
         default=("auto",),
         metavar="S,S,...",
         help="anomaly scores: auto (the input kind's default), recon, elbo, nll (VAEs), latent "
-        "(a Gaussian mixture on the codes); one training serves a model's scores; default auto",
+        "(a Gaussian mixture on the codes), combined (images: the image default); one training "
+        "serves a model's scores; default auto",
     )
     p.add_argument("--out", metavar="DIR", help="write results and figures to this folder")
     p.add_argument("--json", metavar="FILE", help="also write the results to this JSON file")
@@ -180,7 +181,11 @@ def _detector_flags(p: argparse.ArgumentParser) -> None:
         ("--contamination", float, "share of training rows below the threshold (default 0.05)"),
         ("--threshold-percentile", float, "threshold at this percentile of training scores"),
         ("--n-samples", int, "posterior samples per image for VAE scores (default 10)"),
-        ("--latent-components", int, "Gaussian mixture components for --score latent (10)"),
+        (
+            "--latent-components",
+            int,
+            "Gaussian mixture components: --score latent (10), combined (50)",
+        ),
     ):
         detector.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
 

@@ -1,0 +1,73 @@
+"""The image default's score, "combined": how unusual an image's code is, plus how much of the
+image the model fails to reconstruct, each in robust standard units of held-out training images.
+
+    latent part  a(x) = −log p(encode(x)): the code under a full-covariance Gaussian mixture
+                 fitted to the training codes (the "latent" score's mixture);
+    recon part   r(x) = log((‖x − x̂‖² + ε) / (‖x‖² + ε)), x̂ = decode(encode(x)): the share of the
+                 image's energy left unexplained, so that a sparse image (a thin stroke) is not
+                 normal merely because it has little to get wrong;
+    score        z(a) + ½·max(z(r), 0),  z(s) = (s − median) / IQR over the reference images.
+
+The recon part only ever adds suspicion: on images of an unseen kind that are *simpler* than the
+training images it is low, and a two-sided sum would call them normal (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import Tensor, nn
+
+from aezoo.anomaly import scoring
+from aezoo.explore import fit_gmm
+
+RECON_WEIGHT = 0.5  # weight of the one-sided recon part (measured: docs/benchmarks.md)
+EPS = 1e-3  # ε of the relative error: an empty image is neither 0/0 nor infinitely anomalous
+
+
+def relative_error(model: nn.Module, x: Tensor) -> np.ndarray:
+    """log((‖x − x̂‖² + ε) / (‖x‖² + ε)) per row."""
+    flat = x.flatten(1).double()
+    energy = flat.square().sum(1).numpy()
+    error = scoring.squared_errors(model, x).reshape(len(x), -1).sum(1)
+    return np.log(error + EPS) - np.log(energy + EPS)
+
+
+def robust_scale(values: np.ndarray) -> tuple[float, float]:
+    """(median, interquartile range) of `values`; an IQR of 0 (constant values) counts as 1."""
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return float(median), float(q3 - q1) if q3 > q1 else 1.0
+
+
+@dataclass
+class CombinedScore:
+    """The fitted parts of the combined score: the mixture and the two parts' scales."""
+
+    density: object  # a fitted sklearn GaussianMixture
+    latent_scale: tuple[float, float]
+    recon_scale: tuple[float, float]
+
+    def parts(self, model: nn.Module, x: Tensor) -> dict[str, np.ndarray]:
+        """The two parts in robust standard units: {"latent": z(a), "recon": z(r)}."""
+        latent = -self.density.score_samples(scoring.codes(model, x))
+        recon = relative_error(model, x)
+        return {
+            "latent": (latent - self.latent_scale[0]) / self.latent_scale[1],
+            "recon": (recon - self.recon_scale[0]) / self.recon_scale[1],
+        }
+
+    def anomaly(self, model: nn.Module, x: Tensor) -> np.ndarray:
+        """z(a) + ½·max(z(r), 0) per row: higher is more anomalous."""
+        p = self.parts(model, x)
+        return p["latent"] + RECON_WEIGHT * np.maximum(p["recon"], 0.0)
+
+
+def fit_combined(
+    model: nn.Module, codes: np.ndarray, reference: Tensor, components: int, seed: int
+) -> CombinedScore:
+    """Fit the mixture on the training images' codes (N, width), the part scales on `reference`
+    images (held out of training when there are enough)."""
+    density = fit_gmm(codes, components, seed=seed)
+    unscaled = CombinedScore(density, (0.0, 1.0), (0.0, 1.0)).parts(model, reference)
+    return CombinedScore(density, robust_scale(unscaled["latent"]), robust_scale(unscaled["recon"]))
