@@ -28,9 +28,12 @@ EPS = 1e-3  # ε of the relative error: an empty image is neither 0/0 nor infini
 
 def relative_error(model: nn.Module, x: Tensor) -> np.ndarray:
     """log((‖x − x̂‖² + ε) / (‖x‖² + ε)) per row."""
-    flat = x.flatten(1).double()
-    energy = flat.square().sum(1).numpy()
-    error = scoring.squared_errors(model, x).reshape(len(x), -1).sum(1)
+    return log_share(scoring.codes_and_errors(model, x)[1], x)
+
+
+def log_share(error: np.ndarray, x: Tensor) -> np.ndarray:
+    """log((error + ε) / (‖x‖² + ε)) per row, for errors ‖x − x̂‖² already computed."""
+    energy = x.flatten(1).double().square().sum(1).numpy()
     return np.log(error + EPS) - np.log(energy + EPS)
 
 
@@ -50,8 +53,9 @@ class CombinedScore:
 
     def parts(self, model: nn.Module, x: Tensor) -> dict[str, np.ndarray]:
         """The two parts in robust standard units: {"latent": z(a), "recon": z(r)}."""
-        latent = -self.density.score_samples(scoring.codes(model, x))
-        recon = relative_error(model, x)
+        codes, error = scoring.codes_and_errors(model, x)  # one pass through the model
+        latent = -self.density.score_samples(codes)
+        recon = log_share(error, x)
         return {
             "latent": (latent - self.latent_scale[0]) / self.latent_scale[1],
             "recon": (recon - self.recon_scale[0]) / self.recon_scale[1],

@@ -19,7 +19,7 @@ from aezoo.models.protocols import GaussianLatent
 SCORES = ("auto", "recon", "elbo", "nll", "latent", "combined")
 IMAGE_MODEL = "dense-ae"  # the image default: the combined score (combined.py) on its codes
 IMAGE_COMPONENTS = 50  # mixture components of the combined score
-TABLE_EPOCHS = 20  # epochs=None on tables
+MIN_EPOCHS = 20  # epochs=None: tables train this many, images at least this many
 MIN_STEPS = 4000  # epochs=None on images: at least 20 epochs and at least this many steps,
 MAX_AUTO_EPOCHS = 200  # but no more passes than this over a small image set
 LATENT_COMPONENTS = 10  # an explicit anomaly_score="latent" keeps its measured default
@@ -135,9 +135,9 @@ def auto_epochs(rows: int, batch_size: int, tabular: bool) -> int:
     at least 20 and at most 200: 20 epochs of a small image set leave its codes unsettled, and
     many more overfit them (docs/benchmarks.md, "Images")."""
     if tabular:
-        return TABLE_EPOCHS
+        return MIN_EPOCHS
     steps_per_epoch = max(1, math.ceil(rows / batch_size))
-    return min(MAX_AUTO_EPOCHS, max(TABLE_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch)))
+    return min(MAX_AUTO_EPOCHS, max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch)))
 
 
 def draw_seed(random_state: Any) -> int:

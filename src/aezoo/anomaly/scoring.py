@@ -75,6 +75,18 @@ def codes(model: nn.Module, x: Tensor) -> np.ndarray:
     return chunked(model, x, 1, lambda c: model.encode(c).flatten(1))
 
 
+def codes_and_errors(model: nn.Module, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """codes(x) (N, code width) and ‖x − x̂‖² per row (N,), from one encode per chunk."""
+
+    def both(c: Tensor) -> Tensor:
+        z = model.encode(c)
+        error = (model.decode(z) - c).square().flatten(1).double().sum(1, keepdim=True)
+        return torch.cat([z.flatten(1).double(), error], 1)
+
+    out = chunked(model, x, 1, both)
+    return out[:, :-1], out[:, -1]
+
+
 def squared_errors(model: nn.Module, x: Tensor) -> np.ndarray:
     """|x − x̂|² per value, x̂ = decode(encode(x)) (the posterior mean for a VAE): like x."""
     return chunked(model, x, 1, lambda c: (model.decode(model.encode(c)) - c).square())
