@@ -16,11 +16,13 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from aezoo import AnomalyDetector
-from aezoo.anomaly.combined import relative_error
+from aezoo.anomaly import scoring
+from aezoo.anomaly.combined import SHRINKAGE, relative_error, shrink_covariances
 from aezoo.anomaly.fitting import rescore
 from aezoo.anomaly.params import auto_epochs
 from aezoo.cli import main
 from aezoo.data import load_dataset
+from aezoo.explore import fit_gmm
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +250,40 @@ def test_combined_score_is_its_parts_in_robust_units(
         assert abs(np.median(part)) < 1e-9
         q1, q3 = np.percentile(part, [25, 75])
         assert q3 - q1 == pytest.approx(1.0)
+
+
+def test_shrunk_mixture_is_the_gaussian_density_of_its_shrunk_covariances(
+    image_default: AnomalyDetector, digit_images: dict[str, np.ndarray]
+) -> None:
+    """Σ_k ← (1 − λ)Σ_k + λ·Σ_j π_j Σ_j, and the log density is computed from those Σ_k."""
+    from sklearn.mixture import GaussianMixture
+
+    pixels = torch.from_numpy(digit_images["train"][:, None].astype(np.float32) / 255)
+    codes = scoring.codes(image_default.model_, pixels)
+    plain = GaussianMixture(5, covariance_type="full", reg_covar=1e-4, random_state=0).fit(codes)
+    before = plain.covariances_.copy()
+    pooled = np.einsum("k,kij->ij", plain.weights_, before)
+    shrunk = shrink_covariances(plain, 0.3)
+    np.testing.assert_allclose(shrunk.covariances_, 0.7 * before + 0.3 * pooled, rtol=1e-12)
+    # log p(z) = log Σ_k π_k N(z; μ_k, Σ_k), written out with numpy
+    z = codes[:7]
+    dense = []
+    for w, mu, cov in zip(shrunk.weights_, shrunk.means_, shrunk.covariances_, strict=True):
+        diff = z - mu
+        maha = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+        logdet = np.linalg.slogdet(cov)[1]
+        dense.append(np.log(w) - 0.5 * (maha + logdet + len(mu) * np.log(2 * np.pi)))
+    expected = np.logaddexp.reduce(np.array(dense), axis=0)
+    np.testing.assert_allclose(shrunk.score_samples(z), expected, rtol=1e-9)
+    # the default's mixture is the plain one on its training codes, shrunk by SHRINKAGE
+    training = np.delete(codes, image_default._threshold_rows, axis=0)
+    refit = fit_gmm(training, image_default._components, seed=image_default._seed)
+    unshrunk = refit.covariances_.copy()
+    fitted = image_default.combined_.density
+    np.testing.assert_allclose(
+        fitted.covariances_, shrink_covariances(refit, SHRINKAGE).covariances_
+    )
+    assert 0 < SHRINKAGE < 1 and not np.allclose(fitted.covariances_, unshrunk)
 
 
 def test_combined_score_of_a_blank_image_is_finite(image_default: AnomalyDetector) -> None:
