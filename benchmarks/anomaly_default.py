@@ -8,9 +8,9 @@ Protocols (rows merged by (protocol, seed, digit), so a protocol can be run a fe
   holdout    each digit held out in turn, every other training image          target mean ≥ 0.93
 
 Beside the default ("auto" = the combined score) each row has the two parts' plain relatives from
-the same training: "latent" (a 50-component mixture on the raw codes: the previous image default's
-score) and "recon" (‖x − x̂‖²). Hold-out rows also give the share of normal test images flagged at
-contamination 0.05 (the threshold's target: within ×1.5 of it).
+the same training: "latent" (a 50-component mixture on the raw codes, its covariances unshrunk:
+the previous image default's score) and "recon" (‖x − x̂‖²). Hold-out rows also give the share of
+normal test images flagged at contamination 0.05 (the threshold's target: within ×1.5 of it).
 
     OMP_NUM_THREADS=1 python benchmarks/anomaly_default.py --protocols recipe,one-class --threads 1
     OMP_NUM_THREADS=1 python benchmarks/anomaly_default.py --protocols holdout --digits 0,1,2,3,4
