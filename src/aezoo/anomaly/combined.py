@@ -87,15 +87,24 @@ class CombinedScore:
 
     def anomaly(self, model: nn.Module, x: Tensor) -> np.ndarray:
         """z(a) + ½·max(z(r), 0) per row: higher is more anomalous."""
-        p = self.parts(model, x)
-        return p["latent"] + RECON_WEIGHT * np.maximum(p["recon"], 0.0)
+        return combine(self.parts(model, x))
+
+
+def combine(parts: dict[str, np.ndarray]) -> np.ndarray:
+    """z(a) + ½·max(z(r), 0) from the parts in robust units."""
+    return parts["latent"] + RECON_WEIGHT * np.maximum(parts["recon"], 0.0)
 
 
 def fit_combined(
     model: nn.Module, codes: np.ndarray, reference: Tensor, components: int, seed: int
-) -> CombinedScore:
+) -> tuple[CombinedScore, np.ndarray]:
     """Fit the mixture on the training images' codes (N, width), the part scales on `reference`
-    images (held out of training when there are enough)."""
+    images (held out of training when there are enough); also the reference images' anomaly,
+    from the same pass through the model, for the threshold."""
     density = shrink_covariances(fit_gmm(codes, components, seed=seed), SHRINKAGE)
     unscaled = CombinedScore(density, (0.0, 1.0), (0.0, 1.0)).parts(model, reference)
-    return CombinedScore(density, robust_scale(unscaled["latent"]), robust_scale(unscaled["recon"]))
+    scales = {part: robust_scale(values) for part, values in unscaled.items()}
+    scaled = {
+        part: (values - scales[part][0]) / scales[part][1] for part, values in unscaled.items()
+    }
+    return CombinedScore(density, scales["latent"], scales["recon"]), combine(scaled)

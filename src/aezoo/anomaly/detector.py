@@ -120,8 +120,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             rows = self._rows(X, reset=True)
             self.ensemble_ = TabularEnsemble(self._seed)
             self.model_, self.scaler_, self.loss_curve_ = None, None, []
-            for fitted in ("latent_density_", "combined_"):
-                self.__dict__.pop(fitted, None)
+            fitting.forget_score(self)
             return self._set_offset(-self.ensemble_.fit(rows))
         self.ensemble_ = None
         x = self._input(X, reset=True, tabular=tabular)

@@ -97,8 +97,7 @@ def fit_model(d: Any, model: str, x: np.ndarray, tabular: bool) -> Any:
 def fit_score(d: Any, x: np.ndarray) -> Any:
     """The score's fitted parts (the latent mixture, on training rows) and the threshold (on the
     held-out rows when there are enough, else on every row)."""
-    for fitted in ("latent_density_", "combined_"):  # a refit with another score drops the old
-        d.__dict__.pop(fitted, None)
+    forget_score(d)  # a refit with another score drops the old
     held = d._threshold_rows
     train_x = np.delete(x, held, axis=0)
     reference = x[held] if len(held) else x
@@ -107,9 +106,18 @@ def fit_score(d: Any, x: np.ndarray) -> Any:
         components = mixture_size(d, codes)
     if d.anomaly_score_ == "latent":
         d.latent_density_ = fit_gmm(codes, components, seed=d._seed)
-    elif d.anomaly_score_ == "combined":
-        d.combined_ = fit_combined(d.model_, codes, as_tensor(reference), components, d._seed)
+    elif d.anomaly_score_ == "combined":  # fitting scores the reference images already
+        d.combined_, anomaly = fit_combined(
+            d.model_, codes, as_tensor(reference), components, d._seed
+        )
+        return d._set_offset(-anomaly)
     return d._set_offset(normality(d, reference))
+
+
+def forget_score(d: Any) -> None:
+    """Drop the fitted parts of a registered model's score (the mixture, the combined parts)."""
+    for fitted in ("latent_density_", "combined_"):
+        d.__dict__.pop(fitted, None)
 
 
 def mixture_size(d: Any, codes: np.ndarray) -> int:
