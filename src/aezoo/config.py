@@ -193,6 +193,12 @@ class DataConfig:
         "corrupt the encoder's input (denoising): gaussian:STD, "
         "mask:P or saltpepper:P; the loss compares with the clean image",
     )
+    shift: int = option(
+        0,
+        "augment: move each training image by a random whole number of pixels, up to this "
+        "many each way (input and target alike; zeros shifted in); 0: off",
+        low=0,
+    )
     test_dataset: str | None = option(
         None, "a separate test set (a path as for --dataset) when the data set has no test part"
     )

@@ -331,6 +331,7 @@ def make_batches(
         shuffle=True,
         binarize="dynamic" if spec.data.binarize == "dynamic" else "none",
         corruption=corruption,
+        shift=spec.data.shift,
         part=distributed.world(),
     )
     test_batches = Batches(

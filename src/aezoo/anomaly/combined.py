@@ -29,6 +29,7 @@ from aezoo.explore import fit_gmm
 RECON_WEIGHT = 0.5  # weight of the one-sided recon part (measured: docs/benchmarks.md)
 SHRINKAGE = 0.1  # λ, the covariances' step toward the pooled one (measured: docs/benchmarks.md)
 EPS = 1e-3  # ε of the relative error: an empty image is neither 0/0 nor infinitely anomalous
+MAX_NUDGED = 20_000  # fewer training images than this: the mixture also sees them nudged
 
 
 def relative_error(model: nn.Module, x: Tensor) -> np.ndarray:
@@ -46,6 +47,20 @@ def robust_scale(values: np.ndarray) -> tuple[float, float]:
     """(median, interquartile range) of `values`; an IQR of 0 (constant values) counts as 1."""
     q1, median, q3 = np.percentile(values, [25, 50, 75])
     return float(median), float(q3 - q1) if q3 > q1 else 1.0
+
+
+def nudged(x: np.ndarray) -> list[np.ndarray]:
+    """Images x (N, C, H, W) moved one pixel down, up, right and left (zeros shifted in): four
+    more codes per training image for the mixture of a small image set, from a model trained on
+    such moves (the detector's `shift`)."""
+    moves = []
+    for axis, step in ((-2, 1), (-2, -1), (-1, 1), (-1, -1)):
+        moved = np.roll(x, step, axis=axis)
+        edge = [slice(None)] * x.ndim
+        edge[axis] = 0 if step > 0 else -1  # the row or column that wrapped around
+        moved[tuple(edge)] = 0
+        moves.append(moved)
+    return moves
 
 
 def shrink_covariances(mixture: Any, amount: float) -> Any:

@@ -13,10 +13,11 @@ from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 
 from aezoo.anomaly import scoring
-from aezoo.anomaly.combined import fit_combined
+from aezoo.anomaly.combined import MAX_NUDGED, fit_combined, nudged
 from aezoo.anomaly.inputs import quantise
 from aezoo.anomaly.params import (
     auto_epochs,
+    auto_shift,
     check_model,
     check_params,
     model_options,
@@ -59,6 +60,12 @@ def fit_model(d: Any, model: str, x: np.ndarray, tabular: bool) -> Any:
     options = model_options(model, d.model_options, tabular)
     batch_size = min(python_scalar(d.batch_size), len(train_x))
     epochs = python_scalar(d.epochs)
+    if tabular and options.get("shift"):
+        raise UsageError(
+            "model_options: 'shift' moves images by whole pixels; table rows have none to move"
+        )
+    if d.anomaly_score_ == "combined":  # the image default's training (other scores: as measured)
+        options.setdefault("shift", auto_shift(x.shape[-2:]))
     options.update(
         epochs=auto_epochs(len(train_x), batch_size, tabular) if epochs is None else epochs,
         batch_size=batch_size,
@@ -90,7 +97,7 @@ def fit_model(d: Any, model: str, x: np.ndarray, tabular: bool) -> Any:
         )
     d.model_ = net.eval()
     d.loss_curve_ = [r["train_loss"] for r in records]
-    d._threshold_rows, d._model_name = held, model
+    d._threshold_rows, d._model_name, d._shift = held, model, spec.data.shift
     return fit_score(d, x)
 
 
@@ -107,6 +114,10 @@ def fit_score(d: Any, x: np.ndarray) -> Any:
     if d.anomaly_score_ == "latent":
         d.latent_density_ = fit_gmm(codes, components, seed=d._seed)
     elif d.anomaly_score_ == "combined":  # fitting scores the reference images already
+        if d._shift and len(train_x) < MAX_NUDGED:
+            codes = np.concatenate(
+                [codes, *(scoring.codes(d.model_, as_tensor(n)) for n in nudged(train_x))]
+            )
         d.combined_, anomaly = fit_combined(
             d.model_, codes, as_tensor(reference), components, d._seed
         )
@@ -188,6 +199,7 @@ def rescore(detector: Any, X: Any, **params: Any) -> Any:
         "_seed",
         "_threshold_rows",
         "_model_name",
+        "_shift",
     ):
         setattr(new, attr, getattr(detector, attr))
     new.ensemble_ = None

@@ -22,6 +22,8 @@ IMAGE_COMPONENTS = 50  # mixture components of the combined score
 MIN_EPOCHS = 20  # epochs=None: tables train this many, images at least this many
 MIN_STEPS = 4000  # epochs=None on images: at least 20 epochs and at least this many steps,
 MAX_AUTO_EPOCHS = 200  # but no more passes than this over a small image set
+SHIFT = 1  # images: each training image moved by up to this many pixels each way (augmentation)
+MIN_SHIFT_SIDE = 16  # but not images narrower than this, where a pixel is a large move
 LATENT_COMPONENTS = 10  # an explicit anomaly_score="latent" keeps its measured default
 # Options a detector sets with its own parameters, or that mean nothing for an in-memory fit.
 RESERVED_OPTIONS = {
@@ -138,6 +140,11 @@ def auto_epochs(rows: int, batch_size: int, tabular: bool) -> int:
         return MIN_EPOCHS
     steps_per_epoch = max(1, math.ceil(rows / batch_size))
     return min(MAX_AUTO_EPOCHS, max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch)))
+
+
+def auto_shift(side: tuple[int, ...]) -> int:
+    """The training shift of images of this (H, W): SHIFT pixels, or 0 below MIN_SHIFT_SIDE."""
+    return SHIFT if min(side) >= MIN_SHIFT_SIDE else 0
 
 
 def draw_seed(random_state: Any) -> int:

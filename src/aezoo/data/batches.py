@@ -52,6 +52,21 @@ class Corruption:
         return torch.where(u < self.amount, (u >= self.amount / 2).to(x.dtype), x)
 
 
+def translate(x: Tensor, most: int, generator: torch.Generator) -> Tensor:
+    """Each image of x (B, C, H, W) moved by its own (dy, dx), drawn uniformly from
+    {−most, …, most}², with zeros shifted in: small translations a digit, a part or a texture
+    survives, so a small training set shows the model more of its neighbourhood."""
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (most, most, most, most))
+    # image i is the window of `padded` starting at (start_i, start_j): moved by most − start
+    starts = torch.randint(0, 2 * most + 1, (2, b, 1), generator=generator, device=x.device)
+    rows = (starts[0] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (starts[1] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    images = torch.arange(b, device=x.device)[:, None, None, None]
+    channels = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[images, channels, rows, cols]
+
+
 def parse_corruption(spec: str) -> Corruption:
     """'gaussian:0.3', 'mask:0.5' or 'saltpepper:0.1' → Corruption."""
     kind, _, amount = spec.partition(":")
@@ -93,9 +108,11 @@ class Batches:
         drop_last: bool = False,
         binarize: Literal["none", "dynamic"] = "none",
         corruption: Corruption | None = None,
+        shift: int = 0,
         part: tuple[int, int] = (0, 1),
     ) -> None:
-        """`part` = (rank, processes): yield only this process's slice of each batch."""
+        """`shift`: move each image by up to this many pixels each way (augmentation);
+        `part` = (rank, processes): yield only this process's slice of each batch."""
         if batch_size < 1:
             raise UsageError(f"batch_size: must be > 0, got {batch_size}")
         if binarize not in ("none", "dynamic"):
@@ -105,6 +122,9 @@ class Batches:
             )
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
         self.drop_last, self.binarize, self.corruption = drop_last, binarize, corruption
+        if shift < 0:
+            raise UsageError(f"shift: must be >= 0, got {shift}")
+        self.shift = shift
         if len(dataset) == 0:
             raise UsageError(f"{dataset.name}: no images to make batches of (an empty data set)")
         self.part = _check_part(part, len(dataset), batch_size, drop_last)
@@ -149,6 +169,8 @@ class Batches:
             loss_scale = processes * len(rows) / n
         x = self._rows(self.images, rows).to(self.device, non_blocking=True)
         x = x.float().div_(255)  # (B, C, H, W) in [0, 1]
+        if self.shift:
+            x = translate(x, self.shift, noise)
         y = None
         if self.labels is not None:
             y = self._rows(self.labels, rows).to(self.device, non_blocking=True)
