@@ -17,9 +17,9 @@ from sklearn.model_selection import train_test_split
 
 from aezoo import AnomalyDetector
 from aezoo.anomaly import scoring
-from aezoo.anomaly.combined import SHRINKAGE, relative_error, shrink_covariances
+from aezoo.anomaly.combined import SHRINKAGE, nudged, relative_error, shrink_covariances
 from aezoo.anomaly.fitting import rescore
-from aezoo.anomaly.params import auto_epochs
+from aezoo.anomaly.params import SHIFT, auto_epochs
 from aezoo.cli import main
 from aezoo.data import load_dataset
 from aezoo.explore import fit_gmm
@@ -305,3 +305,43 @@ def test_rescore_from_the_image_default_shares_its_model(
     back = rescore(latent, digit_images["train"], anomaly_score="auto")
     new = digit_images["new"][:20]
     np.testing.assert_array_equal(back.score_samples(new), image_default.score_samples(new))
+
+
+def test_nudged_images_move_one_pixel_each_way() -> None:
+    x = load_dataset("mnist", "test", data_dir=MNIST_DIR).images[:3].numpy() / np.float32(255)
+    down, up, right, left = nudged(x)
+    np.testing.assert_array_equal(down[..., 1:, :], x[..., :-1, :])
+    np.testing.assert_array_equal(up[..., :-1, :], x[..., 1:, :])
+    np.testing.assert_array_equal(right[..., :, 1:], x[..., :, :-1])
+    np.testing.assert_array_equal(left[..., :, :-1], x[..., :, 1:])
+    for moved, edge in ((down, down[..., 0, :]), (up, up[..., -1, :])):
+        assert not edge.any() and moved.dtype == x.dtype
+    assert not right[..., 0].any() and not left[..., -1].any()
+
+
+def test_image_default_trains_on_moved_images_and_fits_nudged_codes() -> None:
+    """On 28×28 images the default trains with shift 1 and fits its mixture to the training
+    images' codes and those of their four one-pixel nudges; model_options={'shift': 0} trains
+    and fits on the images as given."""
+    images = load_dataset("mnist", "test", data_dir=MNIST_DIR).images.numpy()[:600, 0]
+    moved = AnomalyDetector(epochs=2).fit(images)
+    still = AnomalyDetector(epochs=2, model_options={"shift": 0}).fit(images)
+    assert moved._shift == SHIFT == 1 and still._shift == 0
+    assert moved.loss_curve_ != still.loss_curve_  # the moves change what the model sees
+    train = np.delete(images, moved._threshold_rows, axis=0)[:, None] / np.float32(255)
+    codes = [scoring.codes(moved.model_, torch.from_numpy(x)) for x in (train, *nudged(train))]
+    expected = shrink_covariances(fit_gmm(np.concatenate(codes), 50, seed=0), SHRINKAGE)
+    np.testing.assert_allclose(moved.combined_.density.means_, expected.means_, rtol=1e-6)
+    plain = fit_gmm(
+        scoring.codes(still.model_, torch.from_numpy(train)), 50, seed=0
+    )  # the unshifted detector's mixture sees the images as given
+    np.testing.assert_allclose(still.combined_.density.means_, plain.means_, rtol=1e-6)
+
+
+def test_image_default_does_not_move_small_images(image_default: AnomalyDetector) -> None:
+    assert image_default._shift == 0  # 8×8: one pixel is an eighth of the image
+
+
+def test_shift_is_refused_on_tables(cancer: tuple) -> None:
+    with pytest.raises(ValueError, match="'shift' moves images"):
+        AnomalyDetector(anomaly_score="latent", model_options={"shift": 1}).fit(cancer[0])

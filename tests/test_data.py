@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from aezoo.data import DATASETS, Dataset, binarize_once, load_dataset, sources
-from aezoo.data.batches import Batches, Corruption, parse_corruption
+from aezoo.data.batches import Batches, Corruption, parse_corruption, translate
 from aezoo.data.idx import read_idx, write_idx
 from aezoo.errors import UsageError
 
@@ -370,6 +370,41 @@ def test_dynamic_binarisation(mnist_test: Dataset) -> None:
     assert not torch.equal(first[0], next(batches.epoch(1)).x)  # a new epoch, new draws
     clean_mean = float(small.images.float().mean()) / 255
     assert abs(float(torch.cat(first).mean()) - clean_mean) < 0.02
+
+
+def test_translate_moves_each_image_whole_within_reach(mnist_test: Dataset) -> None:
+    """Each image is the original moved by its own (dy, dx) in {−2..2}²: MNIST digits keep a
+    4-pixel empty border, so nothing is lost, and every image's move can be found."""
+    x = mnist_test.images[:200].float() / 255
+    moved = translate(x, 2, torch.Generator().manual_seed(0))
+    again = translate(x, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(moved, again) and moved.shape == x.shape
+    found = []
+    for before, after in zip(x, moved, strict=True):
+        padded = torch.nn.functional.pad(before, (2, 2, 2, 2))
+        hits = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(padded[:, 2 - dy : 30 - dy, 2 - dx : 30 - dx], after)
+        ]
+        assert hits, "an image that is no move of its original"
+        found.append(hits[0])
+    assert len(set(found)) == 25  # every move is drawn, about 8 times each in 200
+
+
+def test_shifted_batches_move_input_and_target_alike(mnist_test: Dataset) -> None:
+    small = mnist_test.subset(64, seed=0)
+    plain = next(Batches(small, 64, shuffle=False).epoch(0))
+    shifted = Batches(small, 64, shuffle=False, shift=1)
+    first, repeat = next(shifted.epoch(0)), next(shifted.epoch(0))
+    assert first.x_in is first.x  # no corruption: the target is the input
+    assert torch.equal(first.x, repeat.x)  # epoch k's moves depend on (seed, k) alone
+    assert not torch.equal(first.x, plain.x) and not torch.equal(first.x, next(shifted.epoch(1)).x)
+    ink, moved_ink = plain.x.sum((1, 2, 3)), first.x.sum((1, 2, 3))
+    assert (moved_ink <= ink + 1e-3).all() and moved_ink.sum() > 0.999 * ink.sum()  # moved, kept
+    with pytest.raises(UsageError, match="shift"):
+        Batches(small, 64, shift=-1)
 
 
 def test_gaussian_corruption_leaves_the_target_clean(mnist_test: Dataset) -> None:

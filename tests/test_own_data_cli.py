@@ -186,6 +186,12 @@ def test_csv_table_with_label_column_trains_dense(
     )
     assert_one_line(code, err, "conv-ae", "vectors", "dense-ae")
     assert not conv.exists()
+    # so does the image augmentation: table rows have no pixels to move
+    shifted = tmp_path / "shifted"
+    args = ("--label-column", "digit", "--scale", "max:16", "--out", shifted, *QUICK)
+    code, _, err = run_main(capsys, "train", "dense-ae", "--dataset", table, "--shift", "1", *args)
+    assert_one_line(code, err, "--shift", "vectors")
+    assert not shifted.exists()
 
 
 def test_png_folder_and_keras_npz(capsys: pytest.CaptureFixture, digits: tuple, tmp_path: Path):

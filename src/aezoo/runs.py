@@ -349,6 +349,11 @@ def check_data(spec: RunSpec, train: Dataset, test: Dataset) -> None:
     """Data the model cannot take is an error before the first step, naming what it expects."""
     for split, data in (("training", train), ("test", test)):
         check_part(spec, split, data)
+    if spec.data.shift and train.kind == "vectors":
+        raise UsageError(
+            f"--shift moves images by whole pixels; {train.name} holds vectors (table rows), "
+            "which have no pixels to move: leave --shift at 0"
+        )
 
 
 def check_part(spec: RunSpec, split: str, data: Dataset) -> None:
