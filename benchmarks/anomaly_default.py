@@ -11,9 +11,15 @@ Beside the default ("auto" = the combined score) each row has the two parts' pla
 the same training: "latent" (a 50-component mixture on the raw codes, its covariances unshrunk:
 the previous image default's score) and "recon" (‖x − x̂‖²). Hold-out rows also give the share of
 normal test images flagged at contamination 0.05 (the threshold's target: within ×1.5 of it).
+`--ablation` measures "no_ae" (kept in results/anomaly-default-ablation.json), training nothing:
+the default's mixture with the autoencoder taken out, fitted to the pixels' 32 leading principal
+components (the code's width) instead of the codes, nudged copies and all (the issue's ablation:
+the classical part alone on the raw features; a full covariance on 784 raw pixels is singular at
+these sizes).
 
     OMP_NUM_THREADS=1 python benchmarks/anomaly_default.py --protocols recipe,one-class --threads 1
     OMP_NUM_THREADS=1 python benchmarks/anomaly_default.py --protocols holdout --digits 0,1,2,3,4
+    OMP_NUM_THREADS=1 python benchmarks/anomaly_default.py --protocols recipe,one-class --ablation
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ import numpy as np
 import torch
 
 import aezoo
+from aezoo.anomaly.combined import MAX_NUDGED, SHRINKAGE, nudged, shrink_covariances
 from aezoo.anomaly.protocols import mnist_holdout, mnist_one_class
+from aezoo.data import load_dataset
+from aezoo.explore import fit_gmm
 
 RESULTS = Path(__file__).parent / "results"
 PROTOCOLS = ("recipe", "one-class", "holdout")
@@ -71,6 +80,29 @@ def run(
     return [holdout_row(protocol, seed, mnist_holdout(d, **options)) for d in digits]
 
 
+def without_autoencoder(protocol: str, digit: int, seed: int) -> float:
+    """AUROC of the default's mixture (COMPONENTS, shrunk, nudged copies of a small set) on the
+    training pixels' leading principal components, as many as the code is wide: no autoencoder."""
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import roc_auc_score
+
+    train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
+    if protocol == "one-class":
+        normal, is_anomaly = train.select(train.labels == digit), test.labels != digit
+    else:
+        normal, is_anomaly = train.select(train.labels != digit), test.labels == digit
+        if protocol == "recipe":
+            normal = normal.subset(5000, seed=0)  # the protocol's own subset
+    x = normal.images.numpy().astype(np.float32) / 255
+    flat = x.reshape(len(x), -1)
+    pca = PCA(32, random_state=seed).fit(flat)  # dense-ae's code width
+    copies = [x, *nudged(x)] if len(x) < MAX_NUDGED else [x]
+    points = np.concatenate([pca.transform(c.reshape(len(c), -1)) for c in copies])
+    density = shrink_covariances(fit_gmm(points, COMPONENTS, seed=seed), SHRINKAGE)
+    pixels = test.images.numpy().reshape(len(test), -1).astype(np.float32) / 255
+    return float(roc_auc_score(is_anomaly.numpy(), -density.score_samples(pca.transform(pixels))))
+
+
 def order(key: tuple[str, int]) -> tuple[int, int]:
     """Protocols in PROTOCOLS order, seeds ascending."""
     return PROTOCOLS.index(key[0]), key[1]
@@ -85,6 +117,9 @@ def summarise(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
         name = protocol if seed == 0 else f"{protocol}, seed {seed}"
         expected = 1 if protocol == "recipe" else 10
         mean = {s: float(np.mean([r[s] for r in mine])) for s in SCORES}
+        ablated = all("no_ae" in r for r in mine)
+        if ablated:
+            mean["no_ae"] = float(np.mean([r["no_ae"] for r in mine]))
         summary[name] = {
             "mean": mean,
             "digits": [r["digit"] for r in mine],
@@ -93,15 +128,17 @@ def summarise(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
             "meets_target": len(mine) == expected and mean["auto"] >= TARGETS[protocol],
         }
         flagged = "flagged_normal" in mine[0]
+        columns = [*SCORES, "no_ae"] if ablated else list(SCORES)
         head = "| digit | default (auto) | latent | recon |"
+        head += " no autoencoder |" if ablated else ""
         head += " flagged @0.05 |" if flagged else ""
         lines += [f"#### {name} (target {TARGETS[protocol]})", "", head]
-        lines.append("|---:|---:|---:|---:|" + ("---:|" if flagged else ""))
+        lines.append("|---:|---:|---:|---:|" + "---:|" * (ablated + flagged))
         for r in mine:
-            cells = [str(r["digit"]), *(f"{r[s]:.3f}" for s in SCORES)]
+            cells = [str(r["digit"]), *(f"{r[s]:.3f}" for s in columns)]
             cells += [f"{r['flagged_normal']:.3f}"] if flagged else []
             lines.append("| " + " | ".join(cells) + " |")
-        cells = ["**mean**", *(f"**{mean[s]:.4f}**" for s in SCORES)] + ([""] if flagged else [])
+        cells = ["**mean**", *(f"**{mean[s]:.4f}**" for s in columns)] + ([""] if flagged else [])
         lines += ["| " + " | ".join(cells) + " |", ""]
     return summary, "\n".join(lines)
 
@@ -116,16 +153,29 @@ def main() -> None:
     parser.add_argument(
         "--table-only", action="store_true", help="rewrite the tables from the JSON, no runs"
     )
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="measure the no-autoencoder figure only (no training; its own JSON file)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     digits = [int(d) for d in args.digits.split(",")]
     path = RESULTS / "anomaly-default.json"
-    new = []
+    new, ablation = [], {}
     for protocol in [] if args.table_only else args.protocols.split(","):
         if protocol not in PROTOCOLS:
             raise SystemExit(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
         started = time.perf_counter()
+        if args.ablation:
+            for digit in [9] if protocol == "recipe" else digits:
+                value = without_autoencoder(protocol, digit, args.seed)
+                ablation[protocol, args.seed, digit] = value
+                print(
+                    f"{protocol} {digit} seed {args.seed}: no autoencoder {value:.4f}", flush=True
+                )
+            continue
         new += run(protocol, digits, args.seed, args.device, RESULTS / "runs" / "anomaly-default")
         print(f"{protocol}: {time.perf_counter() - started:.0f} s", flush=True)
     # Read the file only now: another call may have written other rows meanwhile.
@@ -135,6 +185,19 @@ def main() -> None:
         (r["protocol"], r["seed"], r["digit"]): r for r in new
     }
     rows = list(merged.values())
+    # The ablation trains nothing, so it keeps its own file: a call measuring the default and one
+    # adding the ablation never write each other's rows.
+    ablated_path = RESULTS / "anomaly-default-ablation.json"
+    saved_ablation = json.loads(ablated_path.read_text()) if ablated_path.exists() else {}
+    no_ae = {
+        (r["protocol"], r["seed"], r["digit"]): r["no_ae"] for r in saved_ablation.get("rows", [])
+    }
+    no_ae |= ablation
+    for row in rows:
+        key = (row["protocol"], row["seed"], row["digit"])
+        row.pop("no_ae", None)
+        if key in no_ae:
+            row["no_ae"] = no_ae[key]
     summary, markdown = summarise(rows)
     meta = {
         "machine": platform.processor() or platform.machine(),
@@ -143,9 +206,17 @@ def main() -> None:
         "torch": torch.__version__,
         "aezoo": aezoo.__version__,
     }
-    if args.table_only:  # the measuring calls' settings, not this call's
+    if args.table_only or args.ablation:  # the measuring calls' settings, not this call's
         meta = {k: saved[k] for k in meta if k in saved}
     RESULTS.mkdir(exist_ok=True)
+    if ablation:
+        ablated = [
+            {"protocol": p, "seed": s, "digit": d, "no_ae": v} for (p, s, d), v in no_ae.items()
+        ]
+        ablated_path.write_text(json.dumps({"rows": ablated}, indent=2) + "\n")
+        path.with_suffix(".md").write_text(markdown)
+        print(markdown)
+        return  # the default's rows are the measuring calls' to write
     path.write_text(json.dumps({**meta, "summary": summary, "rows": rows}, indent=2) + "\n")
     path.with_suffix(".md").write_text(markdown)
     print(markdown)
