@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 import aezoo
-from aezoo.anomaly.combined import MAX_NUDGED, SHRINKAGE, nudged, shrink_covariances
+from aezoo.anomaly.combined import SHRINKAGE, nudged, shrink_covariances
+from aezoo.anomaly.params import SMALL_SET
 from aezoo.anomaly.protocols import mnist_holdout, mnist_one_class
 from aezoo.data import load_dataset
 from aezoo.explore import fit_gmm
@@ -96,7 +97,7 @@ def without_autoencoder(protocol: str, digit: int, seed: int) -> float:
     x = normal.images.numpy().astype(np.float32) / 255
     flat = x.reshape(len(x), -1)
     pca = PCA(32, random_state=seed).fit(flat)  # dense-ae's code width
-    copies = [x, *nudged(x)] if len(x) < MAX_NUDGED else [x]
+    copies = [x, *nudged(x)] if len(x) < SMALL_SET else [x]
     points = np.concatenate([pca.transform(c.reshape(len(c), -1)) for c in copies])
     density = shrink_covariances(fit_gmm(points, COMPONENTS, seed=seed), SHRINKAGE)
     pixels = test.images.numpy().reshape(len(test), -1).astype(np.float32) / 255

@@ -19,7 +19,7 @@ from aezoo import AnomalyDetector
 from aezoo.anomaly import scoring
 from aezoo.anomaly.combined import SHRINKAGE, nudged, relative_error, shrink_covariances
 from aezoo.anomaly.fitting import rescore
-from aezoo.anomaly.params import SHIFT, auto_epochs
+from aezoo.anomaly.params import SHIFT, auto_epochs, auto_shift
 from aezoo.cli import main
 from aezoo.data import load_dataset
 from aezoo.explore import fit_gmm
@@ -338,8 +338,13 @@ def test_image_default_trains_on_moved_images_and_fits_nudged_codes() -> None:
     np.testing.assert_allclose(still.combined_.density.means_, plain.means_, rtol=1e-6)
 
 
-def test_image_default_does_not_move_small_images(image_default: AnomalyDetector) -> None:
+def test_image_default_moves_only_a_small_set_of_large_enough_images(
+    image_default: AnomalyDetector,
+) -> None:
     assert image_default._shift == 0  # 8×8: one pixel is an eighth of the image
+    assert auto_shift(4_500, (28, 28)) == SHIFT  # the 5,000-image case: moved
+    assert auto_shift(48_600, (28, 28)) == 0  # MNIST's full hold-out set: as given
+    assert auto_shift(4_500, (8, 8)) == 0
 
 
 def test_shift_is_refused_on_tables(cancer: tuple) -> None:

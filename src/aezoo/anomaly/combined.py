@@ -29,7 +29,6 @@ from aezoo.explore import fit_gmm
 RECON_WEIGHT = 0.5  # weight of the one-sided recon part (measured: docs/benchmarks.md)
 SHRINKAGE = 0.1  # λ, the covariances' step toward the pooled one (measured: docs/benchmarks.md)
 EPS = 1e-3  # ε of the relative error: an empty image is neither 0/0 nor infinitely anomalous
-MAX_NUDGED = 20_000  # fewer training images than this: the mixture also sees them nudged
 
 
 def relative_error(model: nn.Module, x: Tensor) -> np.ndarray:

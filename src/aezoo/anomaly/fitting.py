@@ -13,9 +13,10 @@ from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 
 from aezoo.anomaly import scoring
-from aezoo.anomaly.combined import MAX_NUDGED, fit_combined, nudged
+from aezoo.anomaly.combined import fit_combined, nudged
 from aezoo.anomaly.inputs import quantise
 from aezoo.anomaly.params import (
+    SMALL_SET,
     auto_epochs,
     auto_shift,
     check_model,
@@ -65,7 +66,7 @@ def fit_model(d: Any, model: str, x: np.ndarray, tabular: bool) -> Any:
             "model_options: 'shift' moves images by whole pixels; table rows have none to move"
         )
     if d.anomaly_score_ == "combined":  # the image default's training (other scores: as measured)
-        options.setdefault("shift", auto_shift(x.shape[-2:]))
+        options.setdefault("shift", auto_shift(len(train_x), x.shape[-2:]))
     options.update(
         epochs=auto_epochs(len(train_x), batch_size, tabular) if epochs is None else epochs,
         batch_size=batch_size,
@@ -114,7 +115,7 @@ def fit_score(d: Any, x: np.ndarray) -> Any:
     if d.anomaly_score_ == "latent":
         d.latent_density_ = fit_gmm(codes, components, seed=d._seed)
     elif d.anomaly_score_ == "combined":  # fitting scores the reference images already
-        if d._shift and len(train_x) < MAX_NUDGED:
+        if d._shift and len(train_x) < SMALL_SET:
             codes = np.concatenate(
                 [codes, *(scoring.codes(d.model_, as_tensor(n)) for n in nudged(train_x))]
             )
