@@ -14,8 +14,8 @@ normal test images flagged at contamination 0.05 (the threshold's target: within
 `--ablation` measures "no_ae" (kept in results/anomaly-default-ablation.json), training nothing:
 the default's mixture with the autoencoder taken out, fitted to the pixels' 32 leading principal
 components (the code's width) instead of the codes, nudged copies and all (the issue's ablation:
-the classical part alone on the raw features; a full covariance on 784 raw pixels is singular at
-these sizes).
+the classical part alone on the raw features; a full 784×784 covariance per component is out of
+reach of the 100–1,000 images each component gets).
 
     OMP_NUM_THREADS=1 python benchmarks/anomaly_default.py --protocols recipe,one-class --threads 1
     OMP_NUM_THREADS=1 python benchmarks/anomaly_default.py --protocols holdout --digits 0,1,2,3,4

@@ -353,3 +353,11 @@ def test_datasets_train_as_given(digits: tuple, tmp_path: Path) -> None:
     )
     assert summary_of(run.path)["data"]["split"] == {"made": False, "train": 1617, "test": 180}
     assert run.spec.data_info["test_source"]["reader"] == "dataset"
+
+
+def test_shift_wider_than_the_images_is_refused(capsys: pytest.CaptureFixture, tmp_path: Path):
+    out = tmp_path / "run"
+    args = ("--train-subset", "100", "--test-subset", "100", "--out", out, *QUICK)
+    code, _, err = run_main(capsys, "train", "dense-ae", "--shift", "28", *args)
+    assert_one_line(code, err, "--shift 28", "28-pixel")
+    assert not out.exists()

@@ -354,6 +354,12 @@ def check_data(spec: RunSpec, train: Dataset, test: Dataset) -> None:
             f"--shift moves images by whole pixels; {train.name} holds vectors (table rows), "
             "which have no pixels to move: leave --shift at 0"
         )
+    side = min(train.image_shape[1:])
+    if spec.data.shift >= side:
+        raise UsageError(
+            f"--shift {spec.data.shift} would move the {side}-pixel-wide images of {train.name} "
+            "out of their frame: use a few pixels at most (1 moves each image by up to one)"
+        )
 
 
 def check_part(spec: RunSpec, split: str, data: Dataset) -> None:

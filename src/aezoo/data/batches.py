@@ -54,8 +54,8 @@ class Corruption:
 
 def translate(x: Tensor, most: int, generator: torch.Generator) -> Tensor:
     """Each image of x (B, C, H, W) moved by its own (dy, dx), drawn uniformly from
-    {−most, …, most}², with zeros shifted in: small translations a digit, a part or a texture
-    survives, so a small training set shows the model more of its neighbourhood."""
+    {−most, …, most}², with zeros shifted in: moves small enough to leave a digit, a part or a
+    texture what it is, so a small training set shows the model more of its neighbourhood."""
     b, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (most, most, most, most))
     # image i is the window of `padded` starting at (start_i, start_j): moved by most − start
