@@ -355,9 +355,15 @@ def test_datasets_train_as_given(digits: tuple, tmp_path: Path) -> None:
     assert run.spec.data_info["test_source"]["reader"] == "dataset"
 
 
-def test_shift_wider_than_the_images_is_refused(capsys: pytest.CaptureFixture, tmp_path: Path):
+def test_shift_wider_than_the_images_is_refused(
+    capsys: pytest.CaptureFixture, digits: tuple, tmp_path: Path
+) -> None:
+    """8×8 digits moved by up to 8 pixels would leave their frame: one line, nothing written."""
+    x, y = digits
+    data = tmp_path / "digits.npz"
+    np.savez(data, x=(x * 255 / 16).round().astype(np.uint8)[:200], y=y[:200])
     out = tmp_path / "run"
-    args = ("--train-subset", "100", "--test-subset", "100", "--out", out, *QUICK)
-    code, _, err = run_main(capsys, "train", "dense-ae", "--shift", "28", *args)
-    assert_one_line(code, err, "--shift 28", "28-pixel")
+    args = ("--dataset", data, "--test-fraction", "0.2", "--out", out, *QUICK)
+    code, _, err = run_main(capsys, "train", "dense-ae", "--shift", "8", *args)
+    assert_one_line(code, err, "--shift 8", "8-pixel")
     assert not out.exists()

@@ -196,8 +196,9 @@ class DataConfig:
     shift: int = option(
         0,
         "augment: move each training image by a random whole number of pixels, up to this "
-        "many each way (input and target alike; zeros shifted in); 0: off",
+        "many each way, at most 8 (input and target alike; zeros shifted in); 0: off",
         low=0,
+        high=8,
     )
     test_dataset: str | None = option(
         None, "a separate test set (a path as for --dataset) when the data set has no test part"
