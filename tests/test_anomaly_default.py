@@ -347,6 +347,10 @@ def test_image_default_moves_only_a_small_set_of_large_enough_images(
     assert auto_shift(4_500, (8, 8)) == 0
 
 
-def test_shift_is_refused_on_tables(cancer: tuple) -> None:
+def test_shift_is_refused_on_tables_and_beyond_the_frame(
+    cancer: tuple, digit_images: dict[str, np.ndarray]
+) -> None:
     with pytest.raises(ValueError, match="'shift' moves images"):
         AnomalyDetector(anomaly_score="latent", model_options={"shift": 1}).fit(cancer[0])
+    with pytest.raises(ValueError, match="'shift' 8 would move the 8-pixel-wide images"):
+        AnomalyDetector(model_options={"shift": 8}).fit(digit_images["train"])

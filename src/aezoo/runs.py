@@ -349,15 +349,23 @@ def check_data(spec: RunSpec, train: Dataset, test: Dataset) -> None:
     """Data the model cannot take is an error before the first step, naming what it expects."""
     for split, data in (("training", train), ("test", test)):
         check_part(spec, split, data)
-    if spec.data.shift and train.kind == "vectors":
+    check_shift(spec.data.shift, train)
+
+
+def check_shift(shift: int, train: Dataset, name: str = "--shift") -> None:
+    """A training shift (augmentation) the data can take: images, moved less than their width.
+    `name` is how the caller's user states it (the CLI flag, or the detector's model option)."""
+    if not shift:
+        return
+    if train.kind == "vectors":
         raise UsageError(
-            f"--shift moves images by whole pixels; {train.name} holds vectors (table rows), "
-            "which have no pixels to move: leave --shift at 0"
+            f"{name} moves images by whole pixels; {train.name} holds vectors (table rows), "
+            f"which have no pixels to move: leave {name} at 0"
         )
     side = min(train.image_shape[1:])
-    if spec.data.shift >= side:
+    if shift >= side:
         raise UsageError(
-            f"--shift {spec.data.shift} would move the {side}-pixel-wide images of {train.name} "
+            f"{name} {shift} would move the {side}-pixel-wide images of {train.name} "
             "out of their frame: use a few pixels at most (1 moves each image by up to one)"
         )
 

@@ -4,6 +4,7 @@ mixture) and the threshold on held-out rows; `rescore` swaps scores without trai
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from aezoo.loop import make_optimizer
 from aezoo.metrics import evaluator
 from aezoo.models import preset
 from aezoo.models.protocols import GaussianLatent
-from aezoo.runs import make_batches, make_spec
+from aezoo.runs import check_shift, make_batches, make_spec
 
 EVAL_ROWS = 1000  # training rows the training loop's per-epoch evaluation looks at
 MAX_CODE_WIDTH = 1024  # a full-covariance mixture on wider codes would not fit in memory
@@ -61,10 +62,6 @@ def fit_model(d: Any, model: str, x: np.ndarray, tabular: bool) -> Any:
     options = model_options(model, d.model_options, tabular)
     batch_size = min(python_scalar(d.batch_size), len(train_x))
     epochs = python_scalar(d.epochs)
-    if tabular and options.get("shift"):
-        raise UsageError(
-            "model_options: 'shift' moves images by whole pixels; table rows have none to move"
-        )
     if d.anomaly_score_ == "combined":  # the image default's training (other scores: as measured)
         options.setdefault("shift", auto_shift(len(train_x), x.shape[-2:]))
     options.update(
@@ -76,6 +73,8 @@ def fit_model(d: Any, model: str, x: np.ndarray, tabular: bool) -> Any:
     if d.lr is not None:
         options["lr"] = float(d.lr)
     data = Dataset(as_tensor(quantise(train_x)), None, "training rows")
+    kind = "vectors" if tabular else "images"
+    check_shift(options.get("shift", 0), replace(data, kind=kind), "model_options 'shift'")
     spec = make_spec(model, options, data)
     check_model(model, d.anomaly_score_, spec.model_config, tabular)
     device = resolve_device(spec.train.device)
