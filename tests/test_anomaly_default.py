@@ -17,7 +17,17 @@ from sklearn.model_selection import train_test_split
 
 from aezoo import AnomalyDetector
 from aezoo.anomaly import scoring
-from aezoo.anomaly.combined import SHRINKAGE, nudged, relative_error, shrink_covariances
+from aezoo.anomaly.combined import (
+    SHRINKAGE,
+    VIEWS,
+    combine,
+    nudged,
+    relative_error,
+    shrink_covariances,
+)
+from aezoo.anomaly.combined import (
+    moved as moved_images,
+)
 from aezoo.anomaly.fitting import rescore
 from aezoo.anomaly.params import SHIFT, auto_epochs, auto_shift
 from aezoo.cli import main
@@ -319,6 +329,17 @@ def test_nudged_images_move_one_pixel_each_way() -> None:
     assert not right[..., 0].any() and not left[..., -1].any()
 
 
+def test_moved_images_are_a_window_of_the_zero_padded_images() -> None:
+    """moved_images(x, dy, dx)[i, j] = x[i − dy, j − dx], zero where that is out of frame."""
+    x = load_dataset("mnist", "test", data_dir=MNIST_DIR).images[:3].numpy() / np.float32(255)
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            window = padded[..., 2 - dy : 30 - dy, 2 - dx : 30 - dx]
+            np.testing.assert_array_equal(moved_images(x, dy, dx), window)
+    assert len(set(VIEWS)) == 9 and {abs(d) for v in VIEWS for d in v} == {0, 1}
+
+
 def test_image_default_trains_on_moved_images_and_fits_nudged_codes() -> None:
     """On 28×28 images the default trains with shift 1 and fits its mixture to the training
     images' codes and those of their four one-pixel nudges; model_options={'shift': 0} trains
@@ -336,6 +357,21 @@ def test_image_default_trains_on_moved_images_and_fits_nudged_codes() -> None:
         scoring.codes(still.model_, torch.from_numpy(train)), 50, seed=0
     )  # the unshifted detector's mixture sees the images as given
     np.testing.assert_allclose(still.combined_.density.means_, plain.means_, rtol=1e-6)
+    # a model trained on moves scores each image by its best-aligned one-pixel view, and its
+    # threshold comes from the held-out images scored the same way; the other, as given
+    assert moved.combined_.aligned and not still.combined_.aligned
+    new = load_dataset("mnist", "train", data_dir=MNIST_DIR).images.numpy()[:30]
+    x = new / np.float32(255)
+    views = [
+        combine(moved.combined_.parts(moved.model_, torch.from_numpy(moved_images(x, dy, dx))))
+        for dy, dx in VIEWS
+    ]
+    np.testing.assert_allclose(-moved.score_samples(new[:, 0]), np.min(views, 0), rtol=1e-12)
+    assert (np.min(views, 0) < views[0]).any()  # some digit sits better a pixel off
+    held = images[moved._threshold_rows]
+    np.testing.assert_allclose(moved.offset_, np.percentile(moved.score_samples(held), 5.0))
+    as_given = combine(still.combined_.parts(still.model_, torch.from_numpy(x)))
+    np.testing.assert_allclose(-still.score_samples(new[:, 0]), as_given, rtol=1e-12)
 
 
 def test_image_default_moves_only_a_small_set_of_large_enough_images(

@@ -9,7 +9,11 @@ image the model fails to reconstruct, each in robust standard units of held-out 
     recon part   r(x) = log((‖x − x̂‖² + ε) / (‖x‖² + ε)), x̂ = decode(encode(x)): the share of the
                  image's energy left unexplained, so that a sparse image (a thin stroke) is not
                  normal merely because it has little to get wrong;
-    score        z(a) + ½·max(z(r), 0),  z(s) = (s − median) / IQR over the reference images.
+    score        z(a) + ½·max(z(r), 0),  z(s) = (s − median) / IQR over the reference images;
+                 for a model trained on images moved by a pixel (a small set: the detector's
+                 `shift`), the lowest score of the image's nine views moved by at most one pixel
+                 each way: the best-aligned view, as a model that has seen its digits in every
+                 such position would judge it.
 
 The recon part only ever adds suspicion: on images of an unseen kind that are *simpler* than the
 training images it is low, and a two-sided sum would call them normal (docs/benchmarks.md).
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from aezoo.anomaly import scoring
@@ -48,18 +53,26 @@ def robust_scale(values: np.ndarray) -> tuple[float, float]:
     return float(median), float(q3 - q1) if q3 > q1 else 1.0
 
 
+NUDGES = ((1, 0), (-1, 0), (0, 1), (0, -1))  # (dy, dx): down, up, right, left
+VIEWS = ((0, 0), *NUDGES, (1, 1), (1, -1), (-1, 1), (-1, -1))  # every move of at most one pixel
+
+
+def moved(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Images x (N, C, H, W) moved dy pixels down and dx right (negative: up, left), zeros
+    shifted in where the image left its frame."""
+    out = np.roll(x, (dy, dx), axis=(-2, -1))
+    out[..., : max(dy, 0), :] = 0  # rows that wrapped around from the bottom
+    out[..., out.shape[-2] + min(dy, 0) :, :] = 0  # … from the top
+    out[..., :, : max(dx, 0)] = 0
+    out[..., :, out.shape[-1] + min(dx, 0) :] = 0
+    return out
+
+
 def nudged(x: np.ndarray) -> list[np.ndarray]:
-    """Images x (N, C, H, W) moved one pixel down, up, right and left (zeros shifted in): four
-    more codes per training image for the mixture of a small image set, from a model trained on
-    such moves (the detector's `shift`)."""
-    moves = []
-    for axis, step in ((-2, 1), (-2, -1), (-1, 1), (-1, -1)):
-        moved = np.roll(x, step, axis=axis)
-        edge = [slice(None)] * x.ndim
-        edge[axis] = 0 if step > 0 else -1  # the row or column that wrapped around
-        moved[tuple(edge)] = 0
-        moves.append(moved)
-    return moves
+    """Images x (N, C, H, W) moved one pixel down, up, right and left: four more codes per
+    training image for the mixture of a small image set, from a model trained on such moves
+    (the detector's `shift`)."""
+    return [moved(x, dy, dx) for dy, dx in NUDGES]
 
 
 def shrink_covariances(mixture: Any, amount: float) -> Any:
@@ -88,6 +101,7 @@ class CombinedScore:
     density: object  # a fitted sklearn GaussianMixture
     latent_scale: tuple[float, float]
     recon_scale: tuple[float, float]
+    aligned: bool = False  # score the best-aligned of VIEWS (a model trained on moved images)
 
     def parts(self, model: nn.Module, x: Tensor) -> dict[str, np.ndarray]:
         """The two parts in robust standard units: {"latent": z(a), "recon": z(r)}."""
@@ -100,8 +114,13 @@ class CombinedScore:
         }
 
     def anomaly(self, model: nn.Module, x: Tensor) -> np.ndarray:
-        """z(a) + ½·max(z(r), 0) per row: higher is more anomalous."""
-        return combine(self.parts(model, x))
+        """z(a) + ½·max(z(r), 0) per row, the lowest over the image's VIEWS when `aligned`:
+        higher is more anomalous."""
+        if not self.aligned:
+            return combine(self.parts(model, x))
+        images = x.numpy()
+        views = [combine(self.parts(model, torch.from_numpy(moved(images, *v)))) for v in VIEWS]
+        return np.min(views, axis=0)
 
 
 def combine(parts: dict[str, np.ndarray]) -> np.ndarray:
@@ -110,15 +129,18 @@ def combine(parts: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def fit_combined(
-    model: nn.Module, codes: np.ndarray, reference: Tensor, components: int, seed: int
+    model: nn.Module,
+    codes: np.ndarray,
+    reference: Tensor,
+    components: int,
+    seed: int,
+    aligned: bool = False,
 ) -> tuple[CombinedScore, np.ndarray]:
     """Fit the mixture on the training images' codes (N, width), the part scales on `reference`
-    images (held out of training when there are enough); also the reference images' anomaly,
-    from the same pass through the model, for the threshold."""
+    images (held out of training when there are enough, as they are); also the reference
+    images' anomaly, scored as new images will be (`aligned` or not), for the threshold."""
     density = shrink_covariances(fit_gmm(codes, components, seed=seed), SHRINKAGE)
     unscaled = CombinedScore(density, (0.0, 1.0), (0.0, 1.0)).parts(model, reference)
     scales = {part: robust_scale(values) for part, values in unscaled.items()}
-    scaled = {
-        part: (values - scales[part][0]) / scales[part][1] for part, values in unscaled.items()
-    }
-    return CombinedScore(density, scales["latent"], scales["recon"]), combine(scaled)
+    fitted = CombinedScore(density, scales["latent"], scales["recon"], aligned)
+    return fitted, fitted.anomaly(model, reference)

@@ -119,7 +119,7 @@ def fit_score(d: Any, x: np.ndarray) -> Any:
                 [codes, *(scoring.codes(d.model_, as_tensor(n)) for n in nudged(train_x))]
             )
         d.combined_, anomaly = fit_combined(
-            d.model_, codes, as_tensor(reference), components, d._seed
+            d.model_, codes, as_tensor(reference), components, d._seed, aligned=bool(d._shift)
         )
         return d._set_offset(-anomaly)
     return d._set_offset(normality(d, reference))
