@@ -35,7 +35,14 @@ import numpy as np
 import torch
 
 import aezoo
-from aezoo.anomaly.combined import SHRINKAGE, VIEWS, moved, nudged, shrink_covariances
+from aezoo.anomaly.combined import (
+    NUDGED_SHRINKAGE,
+    SHRINKAGE,
+    VIEWS,
+    moved,
+    nudged,
+    shrink_covariances,
+)
 from aezoo.anomaly.params import SMALL_SET
 from aezoo.anomaly.protocols import mnist_holdout, mnist_one_class
 from aezoo.data import load_dataset
@@ -100,7 +107,8 @@ def without_autoencoder(protocol: str, digit: int, seed: int) -> float:
     pca = PCA(32, random_state=seed).fit(flat)  # dense-ae's code width
     copies = [x, *nudged(x)] if len(x) < SMALL_SET else [x]
     points = np.concatenate([pca.transform(c.reshape(len(c), -1)) for c in copies])
-    density = shrink_covariances(fit_gmm(points, COMPONENTS, seed=seed), SHRINKAGE)
+    shrinkage = NUDGED_SHRINKAGE if len(x) < SMALL_SET else SHRINKAGE  # as the default's
+    density = shrink_covariances(fit_gmm(points, COMPONENTS, seed=seed), shrinkage)
     images = test.images.numpy().astype(np.float32) / 255
     views = VIEWS if len(x) < SMALL_SET else VIEWS[:1]  # the best-aligned view, as the default
 

@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 from aezoo import AnomalyDetector
 from aezoo.anomaly import scoring
 from aezoo.anomaly.combined import (
+    NUDGED_SHRINKAGE,
     SHRINKAGE,
     VIEWS,
     combine,
@@ -351,8 +352,11 @@ def test_image_default_trains_on_moved_images_and_fits_nudged_codes() -> None:
     assert moved.loss_curve_ != still.loss_curve_  # the moves change what the model sees
     train = np.delete(images, moved._threshold_rows, axis=0)[:, None] / np.float32(255)
     codes = [scoring.codes(moved.model_, torch.from_numpy(x)) for x in (train, *nudged(train))]
-    expected = shrink_covariances(fit_gmm(np.concatenate(codes), 50, seed=0), SHRINKAGE)
+    expected = shrink_covariances(fit_gmm(np.concatenate(codes), 50, seed=0), NUDGED_SHRINKAGE)
     np.testing.assert_allclose(moved.combined_.density.means_, expected.means_, rtol=1e-6)
+    np.testing.assert_allclose(  # shrunk by NUDGED_SHRINKAGE: five codes per image
+        moved.combined_.density.covariances_, expected.covariances_, rtol=1e-6, atol=1e-12
+    )
     plain = fit_gmm(
         scoring.codes(still.model_, torch.from_numpy(train)), 50, seed=0
     )  # the unshifted detector's mixture sees the images as given

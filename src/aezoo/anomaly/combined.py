@@ -33,6 +33,7 @@ from aezoo.explore import fit_gmm
 
 RECON_WEIGHT = 0.5  # weight of the one-sided recon part (measured: docs/benchmarks.md)
 SHRINKAGE = 0.1  # λ, the covariances' step toward the pooled one (measured: docs/benchmarks.md)
+NUDGED_SHRINKAGE = 0.05  # λ for a mixture fitted to five codes per image (the image and its nudges)
 EPS = 1e-3  # ε of the relative error: an empty image is neither 0/0 nor infinitely anomalous
 
 
@@ -135,11 +136,12 @@ def fit_combined(
     components: int,
     seed: int,
     aligned: bool = False,
+    shrinkage: float = SHRINKAGE,
 ) -> tuple[CombinedScore, np.ndarray]:
     """Fit the mixture on the training images' codes (N, width), the part scales on `reference`
     images (held out of training when there are enough, as they are); also the reference
     images' anomaly, scored as new images will be (`aligned` or not), for the threshold."""
-    density = shrink_covariances(fit_gmm(codes, components, seed=seed), SHRINKAGE)
+    density = shrink_covariances(fit_gmm(codes, components, seed=seed), shrinkage)
     unscaled = CombinedScore(density, (0.0, 1.0), (0.0, 1.0)).parts(model, reference)
     scales = {part: robust_scale(values) for part, values in unscaled.items()}
     fitted = CombinedScore(density, scales["latent"], scales["recon"], aligned)

@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 
 from aezoo.anomaly import scoring
-from aezoo.anomaly.combined import fit_combined, nudged
+from aezoo.anomaly.combined import NUDGED_SHRINKAGE, SHRINKAGE, fit_combined, nudged
 from aezoo.anomaly.inputs import quantise
 from aezoo.anomaly.params import (
     SMALL_SET,
@@ -114,12 +114,20 @@ def fit_score(d: Any, x: np.ndarray) -> Any:
     if d.anomaly_score_ == "latent":
         d.latent_density_ = fit_gmm(codes, components, seed=d._seed)
     elif d.anomaly_score_ == "combined":  # fitting scores the reference images already
+        shrinkage = SHRINKAGE
         if d._shift and len(train_x) < SMALL_SET:
             codes = np.concatenate(
                 [codes, *(scoring.codes(d.model_, as_tensor(n)) for n in nudged(train_x))]
             )
+            shrinkage = NUDGED_SHRINKAGE  # five codes per image pin the covariances down more
         d.combined_, anomaly = fit_combined(
-            d.model_, codes, as_tensor(reference), components, d._seed, aligned=bool(d._shift)
+            d.model_,
+            codes,
+            as_tensor(reference),
+            components,
+            d._seed,
+            aligned=bool(d._shift),
+            shrinkage=shrinkage,
         )
         return d._set_offset(-anomaly)
     return d._set_offset(normality(d, reference))
