@@ -5,7 +5,9 @@ image the model fails to reconstruct, each in robust standard units of held-out 
                  fitted to the training codes (the "latent" score's mixture), each component's
                  covariance then shrunk a tenth of the way toward the mixture's pooled one,
                  Σ_k ← (1 − λ)Σ_k + λ·Σ_j π_j Σ_j, λ = 0.1: a component holds ~100 codes of
-                 a 5,000-image set, too few to trust all 528 entries of a 32-wide covariance;
+                 a 5,000-image set, too few to trust all 528 entries of a 32-wide covariance
+                 (λ = 0.05 for a mixture fitted to five codes per image: a small set's images
+                 and their one-pixel nudges);
     recon part   r(x) = log((‖x − x̂‖² + ε) / (‖x‖² + ε)), x̂ = decode(encode(x)): the share of the
                  image's energy left unexplained, so that a sparse image (a thin stroke) is not
                  normal merely because it has little to get wrong;
