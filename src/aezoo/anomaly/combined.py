@@ -147,4 +147,7 @@ def fit_combined(
     unscaled = CombinedScore(density, (0.0, 1.0), (0.0, 1.0)).parts(model, reference)
     scales = {part: robust_scale(values) for part, values in unscaled.items()}
     fitted = CombinedScore(density, scales["latent"], scales["recon"], aligned)
-    return fitted, fitted.anomaly(model, reference)
+    if aligned:  # the other eight views need passes of their own
+        return fitted, fitted.anomaly(model, reference)
+    scaled = {part: (v - scales[part][0]) / scales[part][1] for part, v in unscaled.items()}
+    return fitted, combine(scaled)  # from the one pass through the model already made
