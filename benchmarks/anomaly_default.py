@@ -38,8 +38,7 @@ import aezoo
 from aezoo.anomaly.combined import (
     NUDGED_SHRINKAGE,
     SHRINKAGE,
-    VIEWS,
-    moved,
+    lowest_over_views,
     nudged,
     shrink_covariances,
 )
@@ -105,17 +104,17 @@ def without_autoencoder(protocol: str, digit: int, seed: int) -> float:
     x = normal.images.numpy().astype(np.float32) / 255
     flat = x.reshape(len(x), -1)
     pca = PCA(32, random_state=seed).fit(flat)  # dense-ae's code width
-    copies = [x, *nudged(x)] if len(x) < SMALL_SET else [x]
+    small = len(x) < SMALL_SET  # as the default: nudged copies, half shrinkage, views
+    copies = [x, *nudged(x)] if small else [x]
     points = np.concatenate([pca.transform(c.reshape(len(c), -1)) for c in copies])
-    shrinkage = NUDGED_SHRINKAGE if len(x) < SMALL_SET else SHRINKAGE  # as the default's
+    shrinkage = NUDGED_SHRINKAGE if small else SHRINKAGE
     density = shrink_covariances(fit_gmm(points, COMPONENTS, seed=seed), shrinkage)
     images = test.images.numpy().astype(np.float32) / 255
-    views = VIEWS if len(x) < SMALL_SET else VIEWS[:1]  # the best-aligned view, as the default
 
     def anomaly(view: np.ndarray) -> np.ndarray:
         return -density.score_samples(pca.transform(view.reshape(len(view), -1)))
 
-    scores = np.min([anomaly(moved(images, dy, dx)) for dy, dx in views], axis=0)
+    scores = lowest_over_views(anomaly, images) if small else anomaly(images)
     return float(roc_auc_score(is_anomaly.numpy(), scores))
 
 

@@ -23,6 +23,7 @@ training images it is low, and a two-sided sum would call them normal (docs/benc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,11 @@ def moved(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     out[..., :, : max(dx, 0)] = 0
     out[..., :, out.shape[-1] + min(dx, 0) :] = 0
     return out
+
+
+def lowest_over_views(score: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Per image of x (N, C, H, W), the lowest score(view) over its VIEWS: the best-aligned one."""
+    return np.min([score(moved(x, dy, dx)) for dy, dx in VIEWS], axis=0)
 
 
 def nudged(x: np.ndarray) -> list[np.ndarray]:
@@ -121,9 +127,9 @@ class CombinedScore:
         higher is more anomalous."""
         if not self.aligned:
             return combine(self.parts(model, x))
-        images = x.numpy()
-        views = [combine(self.parts(model, torch.from_numpy(moved(images, *v)))) for v in VIEWS]
-        return np.min(views, axis=0)
+        return lowest_over_views(
+            lambda view: combine(self.parts(model, torch.from_numpy(view))), x.numpy()
+        )
 
 
 def combine(parts: dict[str, np.ndarray]) -> np.ndarray:
