@@ -22,6 +22,7 @@ from aezoo.anomaly.combined import (
     SHRINKAGE,
     VIEWS,
     combine,
+    fit_pixel_density,
     nudged,
     relative_error,
     shrink_covariances,
@@ -239,13 +240,17 @@ def test_auto_epochs_reach_the_step_count_within_bounds() -> None:
 def test_combined_score_is_its_parts_in_robust_units(
     image_default: AnomalyDetector, digit_images: dict[str, np.ndarray]
 ) -> None:
-    """anomaly = z(latent) + ½·max(z(recon), 0), both parts median 0, IQR 1 on the held-out
-    training images; the recon part is the log share of each image's energy left unexplained."""
+    """anomaly = z(latent) + ½·max(z(recon), 0) + max(z(pixels), 0), every part median 0, IQR 1
+    on the held-out training images; the recon part is the log share of each image's energy left
+    unexplained."""
     model, combined = image_default.model_, image_default.combined_
     pixels = digit_images["new"][:40]
     new = pixels[:, None].astype(np.float32) / 255.0  # the model's input [N, 1, 8, 8]
     parts = combined.parts(model, torch.from_numpy(new))
-    expected = parts["latent"] + 0.5 * np.maximum(parts["recon"], 0)
+    assert set(parts) == {"latent", "recon", "pixels"}
+    clipped = {part: np.maximum(parts[part], 0) for part in ("recon", "pixels")}
+    expected = parts["latent"] + 0.5 * clipped["recon"] + clipped["pixels"]
+    assert (parts["pixels"] > 0).any() and (parts["pixels"] < 0).any()  # the clip is not idle
     np.testing.assert_allclose(-image_default.score_samples(pixels), expected, rtol=1e-12)
     with torch.no_grad():
         rebuilt = model.decode(model.encode(torch.from_numpy(new))).double().numpy()
@@ -295,6 +300,33 @@ def test_shrunk_mixture_is_the_gaussian_density_of_its_shrunk_covariances(
         fitted.covariances_, shrink_covariances(refit, SHRINKAGE).covariances_
     )
     assert 0 < SHRINKAGE < 1 and not np.allclose(fitted.covariances_, unshrunk)
+
+
+def test_pixel_part_is_a_shrunk_mixture_on_the_training_images_principal_components(
+    image_default: AnomalyDetector, digit_images: dict[str, np.ndarray]
+) -> None:
+    """p(x) = −log q(W(x − μ)): as many principal axes of the training rows (threshold rows held
+    out) as the code is wide, a mixture of `latent_components` on the projections, shrunk by
+    SHRINKAGE; the benchmark's no-autoencoder ablation is this part alone."""
+    from sklearn.decomposition import PCA
+
+    images = digit_images["train"][:, None].astype(np.float32) / 255
+    train = np.delete(images, image_default._threshold_rows, axis=0)
+    part = image_default.combined_.pixels
+    expected = PCA(32, random_state=0).fit(train.reshape(len(train), -1))
+    assert part.pca.n_components_ == image_default.model_.config.latent_dim == 32
+    np.testing.assert_allclose(part.pca.mean_, expected.mean_, rtol=1e-6)
+    points = expected.transform(train.reshape(len(train), -1))
+    mixture = shrink_covariances(fit_gmm(points, 50, seed=0), SHRINKAGE)
+    np.testing.assert_allclose(part.density.means_, mixture.means_, rtol=1e-4, atol=1e-6)
+    new = digit_images["new"][:25, None].astype(np.float32) / 255
+    flat = new.reshape(len(new), -1)
+    np.testing.assert_allclose(
+        part.anomaly(new), -mixture.score_samples(expected.transform(flat)), rtol=1e-4
+    )
+    # the same fit, from the function the benchmark's ablation calls
+    again = fit_pixel_density([train], 32, 50, 0, SHRINKAGE)
+    np.testing.assert_array_equal(again.anomaly(new), part.anomaly(new))
 
 
 def test_combined_score_of_a_blank_image_is_finite(image_default: AnomalyDetector) -> None:
@@ -356,6 +388,10 @@ def test_image_default_trains_on_moved_images_and_fits_nudged_codes() -> None:
     np.testing.assert_allclose(moved.combined_.density.means_, expected.means_, rtol=1e-6)
     np.testing.assert_allclose(  # shrunk by NUDGED_SHRINKAGE: five codes per image
         moved.combined_.density.covariances_, expected.covariances_, rtol=1e-6, atol=1e-12
+    )
+    pixels = fit_pixel_density([train, *nudged(train)], 32, 50, 0, NUDGED_SHRINKAGE)
+    np.testing.assert_allclose(  # so does the pixel part's
+        moved.combined_.pixels.density.means_, pixels.density.means_, rtol=1e-5, atol=1e-6
     )
     plain = fit_gmm(
         scoring.codes(still.model_, torch.from_numpy(train)), 50, seed=0

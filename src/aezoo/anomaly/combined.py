@@ -1,5 +1,6 @@
-"""The image default's score, "combined": how unusual an image's code is, plus how much of the
-image the model fails to reconstruct, each in robust standard units of held-out training images.
+"""The image default's score, "combined": how unusual an image's code is, how much of the image
+the model fails to reconstruct, and how unusual its pixels' leading principal components are,
+each in robust standard units of held-out training images.
 
     latent part  a(x) = −log p(encode(x)): the code under a full-covariance Gaussian mixture
                  fitted to the training codes (the "latent" score's mixture), each component's
@@ -11,14 +12,19 @@ image the model fails to reconstruct, each in robust standard units of held-out 
     recon part   r(x) = log((‖x − x̂‖² + ε) / (‖x‖² + ε)), x̂ = decode(encode(x)): the share of the
                  image's energy left unexplained, so that a sparse image (a thin stroke) is not
                  normal merely because it has little to get wrong;
-    score        z(a) + ½·max(z(r), 0),  z(s) = (s − median) / IQR over the reference images;
-                 for a model trained on images moved by a pixel (a small set: the detector's
-                 `shift`), the lowest score of the image's nine views moved by at most one pixel
-                 each way: the best-aligned view, as a model that has seen its digits in every
-                 such position would judge it.
+    pixel part   p(x) = −log q(W(x − μ)): the training images' leading principal components, as
+                 many as the code is wide, under a mixture fitted and shrunk as the latent one
+                 (the classical detector the autoencoder is measured against, kept beside it:
+                 two density models that err on different images, a product of experts);
+    score        z(a) + ½·max(z(r), 0) + max(z(p), 0),  z(s) = (s − median) / IQR over the
+                 reference images; for a model trained on images moved by a pixel (a small set:
+                 the detector's `shift`), the lowest score of the image's nine views moved by at
+                 most one pixel each way: the best-aligned view, as a model that has seen its
+                 digits in every such position would judge it.
 
-The recon part only ever adds suspicion: on images of an unseen kind that are *simpler* than the
-training images it is low, and a two-sided sum would call them normal (docs/benchmarks.md).
+The recon and pixel parts only ever add suspicion: on images of an unseen kind that are *simpler*
+than the training images both are low (a "1" among other digits), and a two-sided sum would call
+them normal (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
 from torch import Tensor, nn
 
 from aezoo.anomaly import scoring
 from aezoo.explore import fit_gmm
 
 RECON_WEIGHT = 0.5  # weight of the one-sided recon part (measured: docs/benchmarks.md)
+PIXEL_WEIGHT = 1.0  # weight of the one-sided pixel part (measured: docs/benchmarks.md)
 SHRINKAGE = 0.1  # λ, the covariances' step toward the pooled one (measured: docs/benchmarks.md)
 NUDGED_SHRINKAGE = 0.05  # λ for a mixture fitted to five codes per image (the image and its nudges)
 EPS = 1e-3  # ε of the relative error: an empty image is neither 0/0 nor infinitely anomalous
@@ -104,27 +112,58 @@ def shrink_covariances(mixture: Any, amount: float) -> Any:
 
 
 @dataclass
-class CombinedScore:
-    """The fitted parts of the combined score: the mixture and the two parts' scales."""
+class PixelDensity:
+    """The pixel part: a mixture on the training images' leading principal components."""
 
-    density: object  # a fitted sklearn GaussianMixture
-    latent_scale: tuple[float, float]
-    recon_scale: tuple[float, float]
+    pca: Any  # a fitted sklearn PCA on the flattened training images
+    density: Any  # a fitted (shrunk) sklearn GaussianMixture on their projections
+
+    def anomaly(self, x: np.ndarray) -> np.ndarray:
+        """−log q(W(x − μ)) per image of x (N, C, H, W)."""
+        return -self.density.score_samples(self.pca.transform(x.reshape(len(x), -1)))
+
+
+def fit_pixel_density(
+    copies: list[np.ndarray], width: int, components: int, seed: int, shrinkage: float
+) -> PixelDensity:
+    """The principal axes of the training images copies[0] (N, C, H, W), at most `width` of them,
+    and a mixture of `components` fitted to the projections of every copy (the images and, for a
+    small set, their nudges), shrunk by `shrinkage` (shrink_covariances)."""
+    flat = copies[0].reshape(len(copies[0]), -1)
+    pca = PCA(min(width, *flat.shape), random_state=seed).fit(flat)
+    points = np.concatenate([pca.transform(c.reshape(len(c), -1)) for c in copies])
+    density = shrink_covariances(fit_gmm(points, components, seed=seed), shrinkage)
+    return PixelDensity(pca, density)
+
+
+PARTS = ("latent", "recon", "pixels")
+
+
+@dataclass
+class CombinedScore:
+    """The fitted parts of the combined score: the two mixtures and the parts' scales."""
+
+    density: Any  # a fitted sklearn GaussianMixture on the codes
+    pixels: PixelDensity
+    scales: dict[str, tuple[float, float]]  # part -> (median, IQR) on the reference images
     aligned: bool = False  # score the best-aligned of VIEWS (a model trained on moved images)
 
-    def parts(self, model: nn.Module, x: Tensor) -> dict[str, np.ndarray]:
-        """The two parts in robust standard units: {"latent": z(a), "recon": z(r)}."""
+    def raw_parts(self, model: nn.Module, x: Tensor) -> dict[str, np.ndarray]:
+        """The three parts in their own units: {"latent": a, "recon": r, "pixels": p}."""
         codes, error = scoring.codes_and_errors(model, x)  # one pass through the model
-        latent = -self.density.score_samples(codes)
-        recon = log_share(error, x)
         return {
-            "latent": (latent - self.latent_scale[0]) / self.latent_scale[1],
-            "recon": (recon - self.recon_scale[0]) / self.recon_scale[1],
+            "latent": -self.density.score_samples(codes),
+            "recon": log_share(error, x),
+            "pixels": self.pixels.anomaly(x.numpy()),
         }
 
+    def parts(self, model: nn.Module, x: Tensor) -> dict[str, np.ndarray]:
+        """The three parts in robust standard units: z(a), z(r) and z(p) by name."""
+        return scaled(self.raw_parts(model, x), self.scales)
+
     def anomaly(self, model: nn.Module, x: Tensor) -> np.ndarray:
-        """z(a) + ½·max(z(r), 0) per row, the lowest over the image's VIEWS when `aligned`:
-        higher is more anomalous."""
+        """z(a) + ½·max(z(r), 0) + max(z(p), 0) per row, the lowest over the image's VIEWS when
+        `aligned`: higher is more anomalous."""
         if not self.aligned:
             return combine(self.parts(model, x))
         return lowest_over_views(
@@ -132,28 +171,42 @@ class CombinedScore:
         )
 
 
+def scaled(
+    parts: dict[str, np.ndarray], scales: dict[str, tuple[float, float]]
+) -> dict[str, np.ndarray]:
+    """Each part in robust standard units, (value − median) / IQR."""
+    return {part: (v - scales[part][0]) / scales[part][1] for part, v in parts.items()}
+
+
 def combine(parts: dict[str, np.ndarray]) -> np.ndarray:
-    """z(a) + ½·max(z(r), 0) from the parts in robust units."""
-    return parts["latent"] + RECON_WEIGHT * np.maximum(parts["recon"], 0.0)
+    """z(a) + ½·max(z(r), 0) + max(z(p), 0) from the parts in robust units."""
+    return (
+        parts["latent"]
+        + RECON_WEIGHT * np.maximum(parts["recon"], 0.0)
+        + PIXEL_WEIGHT * np.maximum(parts["pixels"], 0.0)
+    )
 
 
 def fit_combined(
     model: nn.Module,
     codes: np.ndarray,
+    copies: list[np.ndarray],
     reference: Tensor,
     components: int,
     seed: int,
     aligned: bool = False,
     shrinkage: float = SHRINKAGE,
 ) -> tuple[CombinedScore, np.ndarray]:
-    """Fit the mixture on the training images' codes (N, width), the part scales on `reference`
-    images (held out of training when there are enough, as they are); also the reference
-    images' anomaly, scored as new images will be (`aligned` or not), for the threshold."""
+    """Fit the code mixture on the training codes (N, width), the pixel part on the training
+    images `copies` (the images those codes are of, and any nudges of them, in that order), the
+    part scales on `reference` images (held out of training when there are enough, as they are);
+    also the reference images' anomaly, scored as new images will be (`aligned` or not), for the
+    threshold."""
     density = shrink_covariances(fit_gmm(codes, components, seed=seed), shrinkage)
-    unscaled = CombinedScore(density, (0.0, 1.0), (0.0, 1.0)).parts(model, reference)
+    pixels = fit_pixel_density(copies, codes.shape[1], components, seed, shrinkage)
+    unscaled = CombinedScore(density, pixels, {}).raw_parts(model, reference)
     scales = {part: robust_scale(values) for part, values in unscaled.items()}
-    fitted = CombinedScore(density, scales["latent"], scales["recon"], aligned)
+    fitted = CombinedScore(density, pixels, scales, aligned)
     if aligned:  # the other eight views need passes of their own
         return fitted, fitted.anomaly(model, reference)
-    scaled = {part: (v - scales[part][0]) / scales[part][1] for part, v in unscaled.items()}
-    return fitted, combine(scaled)  # from the one pass through the model already made
+    return fitted, combine(scaled(unscaled, scales))  # from the one pass already made

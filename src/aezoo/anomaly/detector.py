@@ -6,7 +6,8 @@ normal data, `decision_function(X) = score_samples(X) − offset_`, `predict` gi
 (outlier). With no arguments the detector is the best aezoo offers for the input kind
 (`anomaly_score="auto"`): tables [N, D] get the tabular recipe (tabular.py: an ensemble of small
 autoencoders beside an IsolationForest), images get dense-ae's "combined" score (combined.py: its
-codes under a Gaussian mixture, plus the share of each image it fails to reconstruct). Every score
+codes under a Gaussian mixture, plus the share of each image it fails to reconstruct, plus the
+image's leading principal components under a mixture of their own). Every score
 of a registered model stays selectable.
 
 Scores are deterministic and row-wise: a row's score depends on the row and the fitted detector

@@ -114,15 +114,17 @@ def fit_score(d: Any, x: np.ndarray) -> Any:
     if d.anomaly_score_ == "latent":
         d.latent_density_ = fit_gmm(codes, components, seed=d._seed)
     elif d.anomaly_score_ == "combined":  # fitting scores the reference images already
-        shrinkage = SHRINKAGE
+        shrinkage, copies = SHRINKAGE, [train_x]
         if d._shift and len(train_x) < SMALL_SET:
+            copies += nudged(train_x)
             codes = np.concatenate(
-                [codes, *(scoring.codes(d.model_, as_tensor(n)) for n in nudged(train_x))]
+                [codes, *(scoring.codes(d.model_, as_tensor(n)) for n in copies[1:])]
             )
             shrinkage = NUDGED_SHRINKAGE  # five codes per image pin the covariances down more
         d.combined_, anomaly = fit_combined(
             d.model_,
             codes,
+            copies,
             as_tensor(reference),
             components,
             d._seed,
