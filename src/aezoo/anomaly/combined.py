@@ -136,9 +136,6 @@ def fit_pixel_density(
     return PixelDensity(pca, density)
 
 
-PARTS = ("latent", "recon", "pixels")
-
-
 @dataclass
 class CombinedScore:
     """The fitted parts of the combined score: the two mixtures and the parts' scales."""
