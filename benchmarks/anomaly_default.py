@@ -36,13 +36,7 @@ import numpy as np
 import torch
 
 import aezoo
-from aezoo.anomaly.combined import (
-    NUDGED_SHRINKAGE,
-    SHRINKAGE,
-    fit_pixel_density,
-    lowest_over_views,
-    nudged,
-)
+from aezoo.anomaly.combined import fit_pixel_density, lowest_over_views, mixture_copies
 from aezoo.anomaly.fitting import threshold_rows
 from aezoo.anomaly.params import SMALL_SET
 from aezoo.anomaly.protocols import mnist_holdout, mnist_one_class
@@ -107,8 +101,7 @@ def without_autoencoder(protocol: str, digit: int, seed: int) -> float:
     x = normal.images.numpy().astype(np.float32) / 255
     x = np.delete(x, threshold_rows(len(x), seed), axis=0)  # as the default's training rows
     small = len(x) < SMALL_SET  # as the default: nudged copies, half shrinkage, views
-    copies = [x, *nudged(x)] if small else [x]
-    shrinkage = NUDGED_SHRINKAGE if small else SHRINKAGE
+    copies, shrinkage = mixture_copies(x, small)
     pixels = fit_pixel_density(copies, CODE_WIDTH, COMPONENTS, seed, shrinkage)
     images = test.images.numpy().astype(np.float32) / 255
     scores = lowest_over_views(pixels.anomaly, images) if small else pixels.anomaly(images)

@@ -92,6 +92,13 @@ def nudged(x: np.ndarray) -> list[np.ndarray]:
     return [moved(x, dy, dx) for dy, dx in NUDGES]
 
 
+def mixture_copies(x: np.ndarray, nudge: bool) -> tuple[list[np.ndarray], float]:
+    """The training images the mixtures are fitted to, and their shrinkage λ: x and its four
+    nudges with NUDGED_SHRINKAGE (a small set, from a model trained on moves), else x alone with
+    SHRINKAGE."""
+    return ([x, *nudged(x)], NUDGED_SHRINKAGE) if nudge else ([x], SHRINKAGE)
+
+
 def shrink_covariances(mixture: Any, amount: float) -> Any:
     """The fitted full-covariance mixture with Σ_k ← (1 − λ)Σ_k + λΣ̄, Σ̄ = Σ_j π_j Σ_j the
     weighted mean (pooled) covariance, in place: each component keeps its own shape where its

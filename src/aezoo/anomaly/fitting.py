@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 
 from aezoo.anomaly import scoring
-from aezoo.anomaly.combined import NUDGED_SHRINKAGE, SHRINKAGE, fit_combined, nudged
+from aezoo.anomaly.combined import fit_combined, mixture_copies
 from aezoo.anomaly.inputs import quantise
 from aezoo.anomaly.params import (
     SMALL_SET,
@@ -114,13 +114,11 @@ def fit_score(d: Any, x: np.ndarray) -> Any:
     if d.anomaly_score_ == "latent":
         d.latent_density_ = fit_gmm(codes, components, seed=d._seed)
     elif d.anomaly_score_ == "combined":  # fitting scores the reference images already
-        shrinkage, copies = SHRINKAGE, [train_x]
-        if d._shift and len(train_x) < SMALL_SET:
-            copies += nudged(train_x)
-            codes = np.concatenate(
-                [codes, *(scoring.codes(d.model_, as_tensor(n)) for n in copies[1:])]
-            )
-            shrinkage = NUDGED_SHRINKAGE  # five codes per image pin the covariances down more
+        # a small set moved in training: five codes per image pin the covariances down more
+        copies, shrinkage = mixture_copies(train_x, bool(d._shift) and len(train_x) < SMALL_SET)
+        codes = np.concatenate(
+            [codes, *(scoring.codes(d.model_, as_tensor(n)) for n in copies[1:])]
+        )
         d.combined_, anomaly = fit_combined(
             d.model_,
             codes,
