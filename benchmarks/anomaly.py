@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 import aezoo
 from aezoo.anomaly.protocols import mnist_holdout, mnist_one_class, one_class_table
 from aezoo.anomaly.tabular_protocol import evaluate_tabular, split_rows
+from aezoo.device import machine
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ("recipe", "grid", "holdout", "one-class", "tabular")
@@ -362,7 +362,7 @@ def main() -> None:
         rows = merge_rows(part, parts.get(part, {}).get("rows", []), new[part])
         parts[part] = {"rows": rows, "settings": settings}
     meta = {
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine()["cpu"],
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from aezoo.anomaly.fitting import threshold_rows
 from aezoo.anomaly.params import SMALL_SET
 from aezoo.anomaly.protocols import mnist_holdout, mnist_one_class
 from aezoo.data import load_dataset
+from aezoo.device import machine
 
 RESULTS = Path(__file__).parent / "results"
 PROTOCOLS = ("recipe", "one-class", "holdout")
@@ -205,7 +205,7 @@ def main() -> None:
             row["no_ae"] = no_ae[key]
     summary, markdown = summarise(rows)
     meta = {
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine()["cpu"],  # the CPU model: trainings differ between CPUs
         "device": args.device,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ import aezoo
 from aezoo import AnomalyDetector
 from aezoo.anomaly import rescore
 from aezoo.anomaly.tabular import TabularEnsemble
+from aezoo.device import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/data/odds from the repository root (a worktree one level deeper: ../../shared);
@@ -179,7 +179,7 @@ def summarise(auroc: dict, seconds: dict, threshold: dict) -> dict[str, Any]:
         "seeds": list(SEEDS),
         "rows": rows,
         "threshold": threshold,
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine()["cpu"],
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "aezoo": aezoo.__version__,
