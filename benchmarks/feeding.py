@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from aezoo.config import TrainConfig
 from aezoo.data import load_dataset
 from aezoo.data.batches import Batches
+from aezoo.device import machine
 from aezoo.loop import make_optimizer
 from aezoo.models import build
 from aezoo.studies.reference import reference_epoch, reference_loader
@@ -67,7 +67,7 @@ def main() -> None:
         "model": args.model,
         "images": len(data),
         "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine()["cpu"],
         "torch": torch.__version__,
         "aezoo_seconds": ours,
         "reference_seconds": ref,

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 from pathlib import Path
 
 import torch
 
 import aezoo
+from aezoo.device import machine
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -87,7 +87,7 @@ def main() -> None:
             flush=True,
         )
     meta = {
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine()["cpu"],
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "aezoo": aezoo.__version__,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 import aezoo
 from aezoo.classifier import generation_metrics, reference_classifier, train_classifier
-from aezoo.device import resolve_device
+from aezoo.device import machine, resolve_device
 from aezoo.metrics import iwae_nll
 from aezoo.runs import load_data, make_batches
 
@@ -214,7 +213,7 @@ def main() -> None:
     classifier = classifier_for(args.small, device)
     rows = [run_case(case, args, classifier) for case in args.cases.split(",")]
     meta = {
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine()["cpu"],
         "device": str(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
