@@ -269,6 +269,33 @@ def test_moved_data_names_dataset_and_new_data_evaluates(
     assert_one_line(code, err, "(1, 6, 6)", "expects (1, 8, 8)")
 
 
+def test_changed_data_is_refused_where_the_run_needs_its_own(
+    capsys: pytest.CaptureFixture, digits_npy: Path, tmp_path: Path
+) -> None:
+    """explore, train-prior and --resume read the run's own data: one pixel changed (the same
+    shape, so nothing else would notice) is refused in one line that says what to do, and these
+    commands take no --dataset, so the line does not offer one; eval still does."""
+    data = tmp_path / "digits.npy"
+    shutil.copy(digits_npy, data)
+    ae, vq = tmp_path / "ae", tmp_path / "vq"
+    train_cli("dense-ae", "--dataset", data, "--out", ae)
+    train_cli("dense-vqvae", "--dataset", data, "--out", vq)
+    figures = sorted((ae / "figures").iterdir())
+    changed = np.load(data)
+    changed[0, 0, 0] ^= 1
+    np.save(data, changed)
+    for args in (("explore", ae), ("train", "--resume", ae), ("train-prior", vq, "--epochs", "1")):
+        code, _, err = run_main(capsys, *args)
+        assert_one_line(code, err, "changed since the run read it", "put back the file")
+        assert "--dataset" not in err, args
+    assert sorted((ae / "figures").iterdir()) == figures  # nothing drawn from the wrong data
+    assert not (vq / "prior").exists()
+    assert_one_line(*run_main(capsys, "eval", ae)[::2], "changed", "--dataset PATH")
+    data.unlink()
+    code, _, err = run_main(capsys, "explore", ae)
+    assert_one_line(code, err, "no longer there", "put back the file")
+
+
 @pytest.mark.parametrize(
     ("model", "kind"), [("dense-ae", "z"), ("dense-vae", "mu"), ("dense-vqvae", "indices")]
 )

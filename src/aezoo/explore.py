@@ -24,7 +24,8 @@ from aezoo.errors import UsageError
 from aezoo.models.blocks import sample_labels
 from aezoo.models.protocols import DiscreteLatent
 from aezoo.prior import write_code_samples
-from aezoo.runs import load, load_data, make_batches
+from aezoo.rundata import RESTORE_DATA, reread
+from aezoo.runs import load, make_batches
 from aezoo.viz import are_vectors, image_rows, latent_scatter, save_figure
 
 Sampler = Literal["prior", "gmm"]
@@ -180,7 +181,7 @@ def latent_shape(model: nn.Module, batches: Any) -> tuple[int, ...]:
 def _open(run_dir: str | Path, device: str) -> tuple[Any, Any, Any]:
     dev = resolve_device(device)
     run = load(run_dir, device=dev)
-    train, test = load_data(run.spec.data)
+    train, test = reread(run.spec.data, run.spec.data_info, RESTORE_DATA)
     train_batches, test_batches = make_batches(run.spec, train, test, dev)
     return run, train_batches, test_batches
 

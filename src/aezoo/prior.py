@@ -25,7 +25,7 @@ from aezoo.io import write_json
 from aezoo.loop import TensorBatches, fit, make_optimizer
 from aezoo.models.pixelcnn import PixelCNN, PixelCNNConfig
 from aezoo.models.protocols import DiscreteLatent
-from aezoo.runs import load_data
+from aezoo.rundata import RESTORE_DATA, reread
 from aezoo.viz import image_rows, save_figure
 
 PRIOR_DIR = "prior"
@@ -122,7 +122,7 @@ def _prior_config(model: nn.Module, options: dict[str, Any], num_classes: int) -
 
 def _code_data(run: Any, conditional: bool, device: torch.device) -> tuple[Any, ...]:
     """(codes, labels, test codes, test labels, number of classes) of a run's data sets."""
-    train_data, test_data = load_data(run.spec.data)
+    train_data, test_data = reread(run.spec.data, run.spec.data_info, RESTORE_DATA)
     num_classes = train_data.num_classes if conditional else 0
     if conditional and not num_classes:
         raise UsageError("--conditional needs a data set with labels")

@@ -13,7 +13,8 @@ from typing import Any
 
 from aezoo.config import DataConfig
 from aezoo.data import DATASETS, Dataset, binarize_once, check_recorded, load_dataset, load_splits
-from aezoo.data.readers import ARRAY_GONE
+from aezoo.data.readers import ARRAY_GONE, PASS_DATASET
+from aezoo.data.readers import RESTORE_DATA as RESTORE_DATA  # reread's remedy for a run's own data
 from aezoo.errors import UsageError
 from aezoo.models import MODELS, preset
 
@@ -53,15 +54,19 @@ def load_data(config: DataConfig) -> tuple[Dataset, Dataset]:
     return read_data(config)[:2]
 
 
-def reread(config: DataConfig, info: dict[str, Any] | None) -> tuple[Dataset, Dataset]:
+def reread(
+    config: DataConfig, info: dict[str, Any] | None, remedy: str = PASS_DATASET
+) -> tuple[Dataset, Dataset]:
     """A run's data read again; data moved or changed since `info` was recorded is an error
-    naming --dataset."""
+    that ends in `remedy`: PASS_DATASET where the command takes other data (eval, encode),
+    RESTORE_DATA where it must have the run's own (resume, explore, train-prior)."""
     if info is not None:
-        check_recorded(info)
+        check_recorded(info, remedy)
         if info.get("labels") == ARRAY:
-            raise UsageError("the run's labels were an in-memory array; pass --dataset")
+            how = remedy if remedy == PASS_DATASET else "train from a file that holds them"
+            raise UsageError(f"the run's labels were an in-memory array; {how}")
         if info.get("test_source"):
-            check_recorded(info["test_source"])
+            check_recorded(info["test_source"], remedy)
     return load_data(config)
 
 

@@ -42,7 +42,7 @@ from aezoo.loop import anomaly_detection, fit, make_optimizer
 from aezoo.metrics import evaluator
 from aezoo.models import build_from_config, count_parameters, preset
 from aezoo.resume import Progress, Stop, StopOnSigint
-from aezoo.rundata import ARRAY, data_summary, reread
+from aezoo.rundata import ARRAY, RESTORE_DATA, data_summary, reread
 from aezoo.runfiles import check_model_size, check_writable, no_links
 from aezoo.runs import (
     RunSpec,
@@ -156,7 +156,7 @@ def _resume(
         atomic_write(
             run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in records).encode()
         )
-    data = reread(spec.data, spec.data_info)
+    data = reread(spec.data, spec.data_info, RESTORE_DATA)
     check_data(spec, *data)
     progress = Progress.from_checkpoint(epoch, state)
     return _run(run_dir, spec, net, optimizer, data, epoch, records, quiet, tensorboard, progress)

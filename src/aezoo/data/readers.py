@@ -158,8 +158,13 @@ ARRAY_GONE = (
 )
 
 
-def check_recorded(info: dict[str, Any]) -> None:
-    """Refuse data that moved or changed since `info` was recorded: one line naming --dataset."""
+PASS_DATASET = "pass --dataset PATH"  # what to do, for a command that takes other data
+RESTORE_DATA = "put back the file the run was trained on, or train a new run on this data"
+
+
+def check_recorded(info: dict[str, Any], remedy: str = PASS_DATASET) -> None:
+    """Refuse data that moved or changed since `info` was recorded: one line ending in `remedy`,
+    what the refusing command lets the user do about it (PASS_DATASET, RESTORE_DATA)."""
     source, reader = info.get("source"), info.get("reader")
     if reader in ("named", "array", "dataset") or source is None:
         if source == "array":
@@ -167,6 +172,6 @@ def check_recorded(info: dict[str, Any]) -> None:
         return
     path = Path(source)
     if not path.exists():
-        raise UsageError(f"{path}: the run's data is no longer there; pass --dataset PATH")
+        raise UsageError(f"{path}: the run's data is no longer there; {remedy}")
     if source_sha256(path) != info["sha256"]:
-        raise UsageError(f"{path}: changed since the run read it (sha256 differs); pass --dataset")
+        raise UsageError(f"{path}: changed since the run read it (sha256 differs); {remedy}")
