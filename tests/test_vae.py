@@ -286,7 +286,7 @@ def test_dreg_gradients_match_their_formula() -> None:
     torch.manual_seed(2)
     mu, log_var = dreg.posterior(x)
     z = dreg.reparameterize(mu, log_var, k)
-    log_w = dreg._log_weights(x, None, z, mu.detach(), log_var.detach())[0]  # (K, B)
+    log_w = dreg.log_weights_at(x, None, z, mu.detach(), log_var.detach())[0]  # (K, B)
     w = torch.softmax(log_w.detach(), 0)
     (-(w.square() * log_w).sum(0).mean()).backward()
     by_hand = _grads(dreg)

@@ -26,12 +26,12 @@ def reconstruction_nll(model: nn.Module, logits: Tensor, x: Tensor) -> Tensor:
 def posterior_scores(model: GaussianLatent, x: Tensor, eps: Tensor) -> dict[str, Tensor]:
     """A VAE's normality scores (B,) with given noise ε (S, 1, D): z_s = μ + σ ε_s.
 
-    The model's own importance weights log w_s = log p(x|z_s) + log p(z_s) − log q(z_s|x) on the
-    same draws for every row (common random numbers): recon = (1/S) Σ_s log p(x|z_s),
-    elbo = recon − KL(q(z|x) ‖ p(z)), nll = log (1/S) Σ_s w_s."""
+    The model's importance weights log w_s = log p(x|z_s) + log p(z_s) − log q(z_s|x)
+    (log_weights_at) on the same draws for every row (common random numbers):
+    recon = (1/S) Σ_s log p(x|z_s), elbo = recon − KL(q(z|x) ‖ p(z)), nll = log (1/S) Σ_s w_s."""
     mu, log_var = model.posterior(x)  # (B, D)
     z = mu + torch.exp(0.5 * log_var) * eps  # (S, B, D)
-    log_w, recon_nll = model._log_weights(x, None, z, mu, log_var)  # (S, B) each
+    log_w, recon_nll = model.log_weights_at(x, None, z, mu, log_var)  # (S, B) each
     recon = -recon_nll.mean(0)
     return {"recon": recon, "elbo": recon - gaussian_kl(mu, log_var).sum(1), "nll": iw_bound(log_w)}
 

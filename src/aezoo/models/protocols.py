@@ -52,6 +52,10 @@ class GaussianLatent(Protocol):
         generator: torch.Generator | None = None,
     ) -> Tensor: ...
 
+    def log_weights_at(
+        self, x: Tensor, y: Tensor | None, z: Tensor, mu: Tensor, log_var: Tensor
+    ) -> tuple[Tensor, Tensor]: ...
+
 
 @runtime_checkable
 class DiscreteLatent(Protocol):

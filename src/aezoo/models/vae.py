@@ -205,7 +205,7 @@ class VAE(nn.Module):
             z = self.reparameterize(mu, log_var, samples)  # (K, B, D)
             dreg = self.config.iw_gradient == "dreg" and torch.is_grad_enabled()
             q = (mu.detach(), log_var.detach()) if dreg else (mu, log_var)
-            log_w, recon_k = self._log_weights(x, y, z, *q)  # (K, B) each
+            log_w, recon_k = self.log_weights_at(x, y, z, *q)  # (K, B) each
             iwae = math.log(samples) - torch.logsumexp(log_w, 0)  # −L_K, (B,)
             if dreg:
                 _dreg_hook(log_w, z)  # the encoder's gradient becomes DReG's
@@ -221,11 +221,12 @@ class VAE(nn.Module):
             terms["kl_true"] = kl.mean()
         return Terms(terms, weights={"recon": 1.0, "kl": self.config.beta})
 
-    def _log_weights(
+    def log_weights_at(
         self, x: Tensor, y: Tensor | None, z: Tensor, mu: Tensor, log_var: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """(log w, −log p(x|z)) for posterior samples z (K, B, D) of q = N(μ, diag σ²): each (K, B),
-        log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x). The K·B images decode as one batch."""
+        """(log w, −log p(x|z)) for given posterior samples z (K, B, D) of q = N(μ, diag σ²): each
+        (K, B), log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x). The K·B images decode as one
+        batch. Given z, so that a caller can score every row with the same draws."""
         samples = z.shape[0]
         targets = x.expand(samples, *x.shape).flatten(0, 1)  # (K·B, C, H, W)
         labels = None if y is None else y.repeat(samples)  # (K·B,), matching z.flatten(0, 1)
@@ -245,7 +246,7 @@ class VAE(nn.Module):
         """log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x), z_k ~ q(z|x): (samples, B)."""
         mu, log_var = self.posterior(x, y)  # (B, D)
         z = self.reparameterize(mu, log_var, samples, generator)  # (K, B, D)
-        return self._log_weights(x, y, z, mu, log_var)[0]
+        return self.log_weights_at(x, y, z, mu, log_var)[0]
 
     # --- test metrics and sampling -------------------------------------------------------------
 
