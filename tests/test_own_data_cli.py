@@ -128,6 +128,61 @@ def test_tensor_dataset_with_a_test_pair(digits: tuple, tmp_path: Path) -> None:
     assert run.spec.data.test_dataset == "array"
 
 
+class Crash(Exception):
+    """Stands in for the process dying right after a checkpoint."""
+
+
+def test_in_memory_run_resumes_and_explores_on_the_same_arrays(
+    digits: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run trained on arrays cannot read them again: resume, explore and train-prior take
+    them once more, checked against the recorded sha256 (one changed label is refused), and the
+    resumed run ends bit-identical to one that was never cut."""
+    x, y = digits
+    options = {"dataset": x, "labels": y, "scale": "max:16", "epochs": 2, "device": "cpu"}
+    whole = aezoo.train("dense-ae", out=tmp_path / "whole", quiet=True, **options)
+    save = ckpt.save_checkpoint
+
+    def dying_save(run_dir: Path, *args: object) -> None:
+        save(run_dir, *args)
+        raise Crash
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", dying_save)
+    cut = tmp_path / "cut"
+    with pytest.raises(Crash):
+        aezoo.train("dense-ae", out=cut, quiet=True, **options)
+    monkeypatch.undo()
+    metrics = (cut / ckpt.METRICS).read_bytes()
+    other = y.copy()
+    other[0] = (other[0] + 1) % 10
+    with pytest.raises(aezoo.UsageError, match=r"in-memory array.*dataset=X, labels=y"):
+        aezoo.train(resume=cut, quiet=True)
+    with pytest.raises(aezoo.UsageError, match="not the data the run was trained on"):
+        aezoo.train(resume=cut, dataset=x, labels=other, quiet=True)
+    with pytest.raises(aezoo.UsageError, match="labels= goes with dataset="):
+        aezoo.train(resume=cut, labels=y, quiet=True)
+    with pytest.raises(aezoo.UsageError, match="split its test part"):
+        aezoo.train(resume=cut, dataset=x, labels=y, test=x, quiet=True)
+    assert (cut / ckpt.METRICS).read_bytes() == metrics  # refused before anything is written
+    resumed = aezoo.train(resume=cut, dataset=x, labels=y, quiet=True)
+    assert resumed.summary["epochs"] == 2
+    assert (cut / ckpt.WEIGHTS).read_bytes() == (whole.path / ckpt.WEIGHTS).read_bytes()
+
+    from aezoo.explore import explore_run
+    from aezoo.prior import train_prior
+
+    with pytest.raises(aezoo.UsageError, match="in-memory array"):
+        explore_run(cut, tsne_points=0)
+    paths = explore_run(cut, tsne_points=0, dataset=x, labels=y)
+    assert {p.name for p in paths} >= {"samples-prior.png", "interpolation.png"}
+    vq = aezoo.train("dense-vqvae", out=tmp_path / "vq", quiet=True, **{**options, "epochs": 1})
+    with pytest.raises(aezoo.UsageError, match="not the data the run was trained on"):
+        train_prior(vq.path, dataset=x[:-1], labels=y[:-1], epochs=1, quiet=True)
+    assert not (vq.path / "prior").exists()
+    _, summary = train_prior(vq.path, dataset=x, labels=y, epochs=1, quiet=True)
+    assert summary["epoch"] == 1 and np.isfinite(summary["test_nll"])
+
+
 def test_npy_test_split_is_not_the_training_data(npy_run: Path, digits_npy: Path) -> None:
     split = summary_of(npy_run)["data"]["split"]
     assert split["made"] and split["train"] == 1617 and split["test"] == 180

@@ -24,7 +24,7 @@ from aezoo.errors import UsageError
 from aezoo.models.blocks import sample_labels
 from aezoo.models.protocols import DiscreteLatent
 from aezoo.prior import write_code_samples
-from aezoo.rundata import RESTORE_DATA, reread
+from aezoo.rundata import RESTORE_DATA, own_data
 from aezoo.runs import load, make_batches
 from aezoo.viz import are_vectors, image_rows, latent_scatter, save_figure
 
@@ -178,10 +178,12 @@ def latent_shape(model: nn.Module, batches: Any) -> tuple[int, ...]:
         return tuple(model.eval().encode(batch.x[:1], y).shape[1:])
 
 
-def _open(run_dir: str | Path, device: str) -> tuple[Any, Any, Any]:
+def _open(run_dir: str | Path, device: str, data: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The run and batches of its own data: read again, or the in-memory arrays it was trained
+    on given again as `data` (dataset=, labels=, test=; rundata.own_data checks them)."""
     dev = resolve_device(device)
     run = load(run_dir, device=dev)
-    train, test = reread(run.spec.data, run.spec.data_info, RESTORE_DATA)
+    train, test = own_data(run.spec.data, run.spec.data_info, RESTORE_DATA, **data)
     train_batches, test_batches = make_batches(run.spec, train, test, dev)
     return run, train_batches, test_batches
 
@@ -226,12 +228,17 @@ def sample_run(
     *,
     modes: tuple[str, ...] | None = None,
     temperature: float = 1.0,
+    dataset: Any = None,
+    labels: Any = None,
+    test: Any = None,
 ) -> list[Path]:
     """figures/samples-<sampler>.png (n samples, 10 per row) and, for a conditional model without
     `label`, figures/samples-by-label-<sampler>.png (one row per label). A model with discrete
     codes samples code grids instead, in each of `modes` (uniform, used, prior; default: all that
-    apply), see aezoo.prior.write_code_samples."""
-    run, train_batches, test_batches = _open(run_dir, device)
+    apply), see aezoo.prior.write_code_samples. `dataset`, `labels`, `test`: a run trained on
+    in-memory data needs its arrays again (as aezoo.train took them)."""
+    data = {"dataset": dataset, "labels": labels, "test": test}
+    run, train_batches, test_batches = _open(run_dir, device, data)
     if isinstance(run.model, DiscreteLatent):
         return write_code_samples(
             run_dir, modes, n, temperature=temperature, label=label, seed=seed, device=device
@@ -252,10 +259,21 @@ def _interpolation_figure(run: Any, test_batches: Any, i: int, j: int, path: Pat
     return path
 
 
-def interpolate_run(run_dir: str | Path, i: int, j: int, device: str = "cpu") -> list[Path]:
+def interpolate_run(
+    run_dir: str | Path,
+    i: int,
+    j: int,
+    device: str = "cpu",
+    *,
+    dataset: Any = None,
+    labels: Any = None,
+    test: Any = None,
+) -> list[Path]:
     """figures/interpolation-I-J.png: decoded points on the line between the latent codes of the
-    test set's rows (or images) i and j, for any model with encode/decode."""
-    run, _, test_batches = _open(run_dir, device)
+    test set's rows (or images) i and j, for any model with encode/decode; in-memory data given
+    again as in sample_run."""
+    data = {"dataset": dataset, "labels": labels, "test": test}
+    run, _, test_batches = _open(run_dir, device, data)
     n = len(test_batches.images)
     for which, k in (("I", i), ("J", j)):
         if not 0 <= k < n:
@@ -277,10 +295,17 @@ def explore_run(
     tsne_points: int = 5000,
     seed: int = 0,
     device: str = "cpu",
+    *,
+    dataset: Any = None,
+    labels: Any = None,
+    test: Any = None,
 ) -> list[Path]:
     """Every latent-space figure of a run into figures/: samples, interpolation, traversals (flat
-    latents), and the 2-D map + manifold (2-D latents) or t-SNE (wider; tsne_points=0 skips it)."""
-    run, train_batches, test_batches = _open(run_dir, device)
+    latents), and the 2-D map + manifold (2-D latents) or t-SNE (wider; tsne_points=0 skips it).
+    A run trained on in-memory data needs its arrays again: dataset=, labels=, test= as
+    aezoo.train took them (checked against the recorded sha256)."""
+    data = {"dataset": dataset, "labels": labels, "test": test}
+    run, train_batches, test_batches = _open(run_dir, device, data)
     model, name, out = run.model, run.spec.model, Path(run_dir) / "figures"
     shape = latent_shape(model, test_batches)
     paths = _draw_samples(run, train_batches, shape, 100, sampler, None, seed)

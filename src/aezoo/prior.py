@@ -25,7 +25,7 @@ from aezoo.io import write_json
 from aezoo.loop import TensorBatches, fit, make_optimizer
 from aezoo.models.pixelcnn import PixelCNN, PixelCNNConfig
 from aezoo.models.protocols import DiscreteLatent
-from aezoo.rundata import RESTORE_DATA, reread
+from aezoo.rundata import RESTORE_DATA, own_data
 from aezoo.viz import image_rows, save_figure
 
 PRIOR_DIR = "prior"
@@ -58,11 +58,20 @@ def prior_nll(prior: PixelCNN, codes: Tensor, labels: Tensor | None) -> float:
 
 
 def train_prior(
-    run_dir: str | Path, *, conditional: bool = False, quiet: bool = False, **options: Any
+    run_dir: str | Path,
+    *,
+    conditional: bool = False,
+    quiet: bool = False,
+    dataset: Any = None,
+    labels: Any = None,
+    test: Any = None,
+    **options: Any,
 ) -> tuple[PixelCNN, dict[str, Any]]:
     """Fit a gated PixelCNN to the code grids of a VQ-VAE run's training set; save it in
     RUN_DIR/prior/. Options are PixelCNNConfig fields (channels, layers, kernel) and TrainConfig
-    fields (epochs, batch_size, lr, seed, device, ...). Returns the prior and its summary."""
+    fields (epochs, batch_size, lr, seed, device, ...). Returns the prior and its summary. A run
+    trained on in-memory data needs its arrays again: dataset=, labels=, test= as aezoo.train
+    took them (checked against the recorded sha256)."""
     run_dir = Path(run_dir)
     out = run_dir / PRIOR_DIR
     if out.exists() and any(out.iterdir()):
@@ -73,7 +82,8 @@ def train_prior(
     run = ckpt.load(run_dir, device=device)
     if not isinstance(run.model, DiscreteLatent):
         raise UsageError(f"{run.spec.model} has no discrete codes; train-prior needs a VQ-VAE run")
-    codes, labels, test_codes, test_labels, num_classes = _code_data(run, conditional, device)
+    given = {"dataset": dataset, "labels": labels, "test": test}
+    codes, y, test_codes, test_y, num_classes = _code_data(run, conditional, device, given)
     config = _prior_config(run.model, prior_opts, num_classes)
 
     torch.manual_seed(train.seed)
@@ -86,7 +96,7 @@ def train_prior(
     per_grid_bits = codes[0].numel() * math.log(2)
 
     def evaluate(model: nn.Module) -> dict[str, Any]:
-        test_nll = prior_nll(model.eval(), test_codes, test_labels)
+        test_nll = prior_nll(model.eval(), test_codes, test_y)
         return {"test_nll": test_nll, "test_bits_per_code": test_nll / per_grid_bits}
 
     records: list[dict[str, Any]] = []
@@ -103,7 +113,7 @@ def train_prior(
                 file=sys.stderr,
             )
 
-    batches = TensorBatches(codes, labels, train.batch_size, seed=train.seed)
+    batches = TensorBatches(codes, y, train.batch_size, seed=train.seed)
     fit(
         prior, make_optimizer(prior, train), batches, evaluate, train, quiet=True, on_epoch=on_epoch
     )
@@ -120,9 +130,11 @@ def _prior_config(model: nn.Module, options: dict[str, Any], num_classes: int) -
     return from_dict(PixelCNNConfig, {**options, **grid, "num_classes": num_classes})
 
 
-def _code_data(run: Any, conditional: bool, device: torch.device) -> tuple[Any, ...]:
+def _code_data(
+    run: Any, conditional: bool, device: torch.device, given: dict[str, Any]
+) -> tuple[Any, ...]:
     """(codes, labels, test codes, test labels, number of classes) of a run's data sets."""
-    train_data, test_data = reread(run.spec.data, run.spec.data_info, RESTORE_DATA)
+    train_data, test_data = own_data(run.spec.data, run.spec.data_info, RESTORE_DATA, **given)
     num_classes = train_data.num_classes if conditional else 0
     if conditional and not num_classes:
         raise UsageError("--conditional needs a data set with labels")

@@ -13,8 +13,7 @@ from typing import Any
 
 from aezoo.config import DataConfig
 from aezoo.data import DATASETS, Dataset, binarize_once, check_recorded, load_dataset, load_splits
-from aezoo.data.readers import ARRAY_GONE, PASS_DATASET
-from aezoo.data.readers import RESTORE_DATA as RESTORE_DATA  # reread's remedy for a run's own data
+from aezoo.data.readers import ARRAY_GONE, PASS_DATASET, RESTORE_DATA
 from aezoo.errors import UsageError
 from aezoo.models import MODELS, preset
 
@@ -68,6 +67,51 @@ def reread(
         if info.get("test_source"):
             check_recorded(info["test_source"], remedy)
     return load_data(config)
+
+
+def own_data(
+    config: DataConfig,
+    info: dict[str, Any] | None,
+    remedy: str = RESTORE_DATA,
+    *,
+    dataset: Any = None,
+    labels: Any = None,
+    test: Any = None,
+) -> tuple[Dataset, Dataset]:
+    """The run's own (train, test) data, for a command that must have it (resume, explore,
+    train-prior): read again as recorded (reread), or, for a run trained on in-memory data, the
+    same arrays given again (`dataset`, `labels`, `test` as aezoo.train took them), accepted only
+    if their sha256 is the recorded one; the run's data options then split and scale them as
+    before."""
+    if dataset is None and labels is None and test is None:
+        return reread(config, info, remedy)
+    if labels is not None and dataset is None:
+        raise UsageError("labels= goes with dataset=: pass both, as aezoo.train was given them")
+    if test is not None and config.test_dataset is None:
+        raise UsageError("test=: the run split its test part off its data (seeded); pass no test=")
+    for name, given, recorded in (
+        ("dataset", dataset, config.dataset),
+        ("test", test, config.test_dataset),
+    ):
+        if given is not None and recorded != ARRAY:
+            raise UsageError(
+                f"{name}=: the run read this part from {recorded}, not from memory, and reads "
+                f"it from there again; pass no {name}="
+            )
+    train, test_part, read = read_data(config, dataset, labels=labels, test=test)
+    recorded_test = (info or {}).get("test_source") or {}
+    read_test = read.get("test_source") or {}
+    if info is None or read.get("sha256") != info.get("sha256"):
+        raise UsageError(NOT_THE_SAME.format(what="dataset= (and labels=)"))
+    if read_test.get("sha256") != recorded_test.get("sha256"):
+        raise UsageError(NOT_THE_SAME.format(what="test="))
+    return train, test_part
+
+
+NOT_THE_SAME = (
+    "{what}: not the data the run was trained on (sha256 differs); pass the same arrays that "
+    "aezoo.train was given"
+)
 
 
 def new_data(config: DataConfig, source: str, info: dict[str, Any] | None = None) -> Dataset:

@@ -42,7 +42,7 @@ from aezoo.loop import anomaly_detection, fit, make_optimizer
 from aezoo.metrics import evaluator
 from aezoo.models import build_from_config, count_parameters, preset
 from aezoo.resume import Progress, Stop, StopOnSigint
-from aezoo.rundata import ARRAY, RESTORE_DATA, data_summary, reread
+from aezoo.rundata import ARRAY, RESTORE_DATA, data_summary, own_data
 from aezoo.runfiles import check_model_size, check_writable, no_links
 from aezoo.runs import (
     RunSpec,
@@ -70,7 +70,8 @@ def train(
     latent_dim=16, train_subset=5000), writing a run folder; or continue `resume=RUN_DIR`.
     `tensorboard=True` also logs to RUN_DIR/tensorboard (needs the tensorboard extra).
     Under torchrun, data-parallel over its processes; rank 0 writes (aezoo.distributed).
-    `dataset` may be an array, tensor or Dataset, with `labels=`, `test=(X, y)` (docs/data.md)."""
+    `dataset` may be an array, tensor or Dataset, with `labels=`, `test=(X, y)` (docs/data.md);
+    such a run resumes on the same arrays given again: train(resume=RUN_DIR, dataset=X, ...)."""
     quiet = quiet or not distributed.is_main()
     if tensorboard:
         tblog.summary_writer_class()  # missing tensorboard is an error before anything is written
@@ -87,7 +88,7 @@ def train(
     if (source is not None or test is not None) and not quiet:
         print(
             "the data is in memory: the run records its checksum only, so evaluating it later "
-            "needs --dataset",
+            "needs --dataset, and resuming or exploring it the same arrays again (dataset=)",
             file=sys.stderr,
         )
     spec = make_spec(model, options, train_data, info)
@@ -125,6 +126,12 @@ def _in_memory(options: dict[str, Any]) -> tuple[Any, Any, Any]:
 def _resume(
     run_dir: Path, *, quiet: bool = False, tensorboard: bool = False, **options: Any
 ) -> ckpt.Run:
+    # A run trained on in-memory data resumes on the same arrays, given again (rundata.own_data).
+    given = {
+        k: options.pop(k)
+        for k in ("dataset", "labels", "test")
+        if options.get(k) is not None and not isinstance(options[k], (str, os.PathLike))
+    }
     extra = sorted(set(options) - {"device"})
     if extra:
         raise UsageError(
@@ -148,6 +155,8 @@ def _resume(
     optimizer = make_optimizer(net, spec.train)
     epoch, state = (0, {}) if from_start else ckpt.load_checkpoint(run_dir, net, optimizer)
     records = _resumable_records(run_dir, spec, epoch, state)  # before anything is written
+    data = own_data(spec.data, spec.data_info, RESTORE_DATA, **given)  # … as is the data's check
+    check_data(spec, *data)
     if from_start and not quiet:
         print(f"{run_dir} has no checkpoint yet: training from the start", file=sys.stderr)
     if distributed.is_main():
@@ -156,8 +165,6 @@ def _resume(
         atomic_write(
             run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in records).encode()
         )
-    data = reread(spec.data, spec.data_info, RESTORE_DATA)
-    check_data(spec, *data)
     progress = Progress.from_checkpoint(epoch, state)
     return _run(run_dir, spec, net, optimizer, data, epoch, records, quiet, tensorboard, progress)
 

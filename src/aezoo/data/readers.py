@@ -154,7 +154,8 @@ def read_npy(path: Path) -> Raw:
 
 ARRAY_GONE = (
     "the run was trained on an in-memory array, which cannot be read again; eval and encode take "
-    "data with --dataset PATH; to resume or explore, train from a file"
+    "data with --dataset PATH; in Python, resume, explore and train-prior take the same arrays "
+    "again (dataset=X, labels=y, test=...); from the command line, train from a file"
 )
 
 
