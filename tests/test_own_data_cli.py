@@ -183,6 +183,42 @@ def test_in_memory_run_resumes_and_explores_on_the_same_arrays(
     assert summary["epoch"] == 1 and np.isfinite(summary["test_nll"])
 
 
+@pytest.mark.parametrize("model", ["dense-ae", "conv-vae", "cvae"])
+def test_prior_samples_of_an_in_memory_run_need_no_data(
+    digits: tuple, tmp_path: Path, model: str
+) -> None:
+    """z ~ N(0, I) needs only the latents' shape, which config.json's input shape gives
+    (the same as a batch of the data gives); the mixture sampler needs the data."""
+    from aezoo.explore import latent_shape, recorded_latent_shape, sample_run
+    from aezoo.rundata import own_data
+    from aezoo.runs import make_batches
+
+    x, y = digits
+    if model == "conv-vae":  # a convolutional model wants room for its strides: 16×16 images
+        x = np.kron(x, np.ones((2, 2)))
+    run = aezoo.train(
+        model,
+        dataset=x,
+        labels=y,
+        scale="max:16",
+        epochs=1,
+        device="cpu",
+        out=tmp_path / "r",
+        quiet=True,
+    )
+    train, test = own_data(run.spec.data, run.spec.data_info, dataset=x, labels=y)
+    batches = make_batches(run.spec, train, test, torch.device("cpu"))[1]
+    shape = recorded_latent_shape(run.model, run.spec.data_info)
+    assert shape == latent_shape(run.model, batches)
+    paths = sample_run(run.path, n=20, sampler="prior")
+    assert paths[0].name == "samples-prior.png" and paths[0].stat().st_size > 0
+    if model == "cvae":
+        assert paths[1].name == "samples-by-label-prior.png"
+    with pytest.raises(aezoo.UsageError, match="in-memory array"):
+        sample_run(run.path, n=20, sampler="gmm")
+    assert sample_run(run.path, n=20, sampler="gmm", dataset=x, labels=y)
+
+
 def test_npy_test_split_is_not_the_training_data(npy_run: Path, digits_npy: Path) -> None:
     split = summary_of(npy_run)["data"]["split"]
     assert split["made"] and split["train"] == 1617 and split["test"] == 180

@@ -178,14 +178,30 @@ def latent_shape(model: nn.Module, batches: Any) -> tuple[int, ...]:
         return tuple(model.eval().encode(batch.x[:1], y).shape[1:])
 
 
+def recorded_latent_shape(model: nn.Module, info: dict[str, Any] | None) -> tuple[int, ...] | None:
+    """The shape of one latent, from the input shape config.json records (data_info "shape"):
+    what sampling from the prior needs, without the data. None for a run that lacks it."""
+    if not info or not info.get("shape"):
+        return None
+    device = _device(model)
+    x = torch.zeros((1, *info["shape"]), device=device)
+    y = torch.zeros(1, dtype=torch.long, device=device) if model.num_classes else None
+    with torch.inference_mode():
+        return tuple(model.eval().encode(x, y).shape[1:])
+
+
 def _open(run_dir: str | Path, device: str, data: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """The run and batches of its own data: read again, or the in-memory arrays it was trained
-    on given again as `data` (dataset=, labels=, test=; rundata.own_data checks them)."""
+    """The run and batches of its own data (_batches)."""
     dev = resolve_device(device)
     run = load(run_dir, device=dev)
+    return (run, *_batches(run, dev, data))
+
+
+def _batches(run: Any, device: torch.device, data: dict[str, Any]) -> tuple[Any, Any]:
+    """(train, test) batches of the run's own data: read again, or the in-memory arrays it was
+    trained on given again as `data` (dataset=, labels=, test=; rundata.own_data checks them)."""
     train, test = own_data(run.spec.data, run.spec.data_info, RESTORE_DATA, **data)
-    train_batches, test_batches = make_batches(run.spec, train, test, dev)
-    return run, train_batches, test_batches
+    return make_batches(run.spec, train, test, device)
 
 
 def _draw_samples(
@@ -238,11 +254,17 @@ def sample_run(
     apply), see aezoo.prior.write_code_samples. `dataset`, `labels`, `test`: a run trained on
     in-memory data needs its arrays again (as aezoo.train took them)."""
     data = {"dataset": dataset, "labels": labels, "test": test}
-    run, train_batches, test_batches = _open(run_dir, device, data)
-    if isinstance(run.model, DiscreteLatent):
+    dev = resolve_device(device)
+    run = load(run_dir, device=dev)
+    if isinstance(run.model, DiscreteLatent):  # code grids: no data needed
         return write_code_samples(
             run_dir, modes, n, temperature=temperature, label=label, seed=seed, device=device
         )
+    if sampler == "prior":  # z ~ N(0, I) needs only the latents' shape: no data either
+        shape = recorded_latent_shape(run.model, run.spec.data_info)
+        if shape is not None:
+            return _draw_samples(run, None, shape, n, sampler, label, seed)
+    train_batches, test_batches = _batches(run, dev, data)
     shape = latent_shape(run.model, test_batches)
     return _draw_samples(run, train_batches, shape, n, sampler, label, seed)
 
