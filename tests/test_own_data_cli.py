@@ -183,6 +183,29 @@ def test_in_memory_run_resumes_and_explores_on_the_same_arrays(
     assert summary["epoch"] == 1 and np.isfinite(summary["test_nll"])
 
 
+def test_a_file_with_an_in_memory_test_part_explores_on_that_part_again(
+    digits_npy: Path, digits: tuple, tmp_path: Path
+) -> None:
+    """Training data from a file, test data from memory: only test= is given again, and the
+    file is still checked against its own sha256."""
+    from aezoo.explore import explore_run
+
+    data = tmp_path / "train.npy"
+    shutil.copy(digits_npy, data)
+    test = (digits[0][:200] * 255 / 16).round().astype(np.uint8)
+    run = aezoo.train(
+        "dense-ae", dataset=data, test=test, epochs=1, device="cpu", out=tmp_path / "r", quiet=True
+    )
+    with pytest.raises(aezoo.UsageError, match="in-memory array"):
+        explore_run(run.path, tsne_points=0)
+    with pytest.raises(aezoo.UsageError, match=r"read this part from .*train\.npy"):
+        explore_run(run.path, tsne_points=0, dataset=test, test=test)
+    assert explore_run(run.path, tsne_points=0, test=test)
+    np.save(data, np.load(data)[::-1])
+    with pytest.raises(aezoo.UsageError, match=r"changed since the run read it.*put back"):
+        explore_run(run.path, tsne_points=0, test=test)
+
+
 @pytest.mark.parametrize("model", ["dense-ae", "conv-vae", "cvae"])
 def test_prior_samples_of_an_in_memory_run_need_no_data(
     digits: tuple, tmp_path: Path, model: str

@@ -98,6 +98,11 @@ def own_data(
                 f"{name}=: the run read this part from {recorded}, not from memory, and reads "
                 f"it from there again; pass no {name}="
             )
+    if info is not None:  # a part not given again is read from its file: check that first
+        if dataset is None:
+            check_recorded(info, remedy)
+        if test is None and info.get("test_source"):
+            check_recorded(info["test_source"], remedy)
     train, test_part, read = read_data(config, dataset, labels=labels, test=test)
     recorded_test = (info or {}).get("test_source") or {}
     read_test = read.get("test_source") or {}
