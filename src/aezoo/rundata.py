@@ -98,19 +98,23 @@ def own_data(
                 f"{name}=: the run read this part from {recorded}, not from memory, and reads "
                 f"it from there again; pass no {name}="
             )
-    if info is not None:  # a part not given again is read from its file: check that first
-        if dataset is None:
-            check_recorded(info, remedy)
-        if test is None and info.get("test_source"):
-            check_recorded(info["test_source"], remedy)
+    if info is None:
+        raise UsageError("the run's config.json records no checksum to check given data against")
+    if dataset is None:  # a part not given again is read from its file: check that first
+        check_recorded(info, remedy)
+    if test is None and info.get("test_source"):
+        check_recorded(info["test_source"], remedy)
     train, test_part, read = read_data(config, dataset, labels=labels, test=test)
-    recorded_test = (info or {}).get("test_source") or {}
-    read_test = read.get("test_source") or {}
-    if info is None or read.get("sha256") != info.get("sha256"):
+    if read.get("sha256") != info.get("sha256"):
         raise UsageError(NOT_THE_SAME.format(what="dataset= (and labels=)"))
-    if read_test.get("sha256") != recorded_test.get("sha256"):
+    if _test_sha256(read) != _test_sha256(info):
         raise UsageError(NOT_THE_SAME.format(what="test="))
     return train, test_part
+
+
+def _test_sha256(info: dict[str, Any]) -> str | None:
+    """The checksum of a given test part (None: the run split its test part off its data)."""
+    return (info.get("test_source") or {}).get("sha256")
 
 
 NOT_THE_SAME = (
